@@ -1,0 +1,41 @@
+"""mvreml: multivariate linear mixed models by AI-REML on sparse mixed-model equations.
+
+The public contract (see README):
+
+>>> import mvreml
+>>> res = mvreml.fit("cbind(velocity, density) ~ trait",
+...                  random="~ us(trait):Family + diag(trait):Block",
+...                  residual="~ units:us(trait)", data=df)
+>>> res.covariance("Family"); res.vpredict("Family[velocity,density] / ..."); mvreml.lrt(m3, m4)
+
+Submodules are imported on first use so that ``import mvreml`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+__all__ = ["fit", "lrt", "Result", "Pedigree", "errors", "__version__"]
+
+_LAZY = {
+    "fit": ("mvreml.api", "fit"),
+    "lrt": ("mvreml.results", "lrt"),
+    "Result": ("mvreml.results", "Result"),
+    "Pedigree": ("mvreml.pedigree", "Pedigree"),
+    "errors": ("mvreml.errors", None),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        mod = importlib.import_module(module)
+        value = mod if attr is None else getattr(mod, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mvreml' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

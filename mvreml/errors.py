@@ -1,0 +1,109 @@
+"""Typed errors and warnings of mvreml.
+
+Every exception names the piece of input at fault (column, term, level, animal) in its
+message and, where useful, carries it as an attribute so that programs embedding mvreml
+can react without parsing text.
+"""
+from __future__ import annotations
+
+
+class MvremlError(Exception):
+    """Base class of every error raised by mvreml."""
+
+
+class DataError(MvremlError, ValueError):
+    """Bad data: a missing or non-numeric column, non-finite values, bad weights.
+
+    Attributes
+    ----------
+    column : str or None
+        The column at fault.
+    """
+
+    def __init__(self, message: str, column: str | None = None):
+        super().__init__(message)
+        self.column = column
+
+
+class FormulaError(MvremlError, ValueError):
+    """A formula that cannot be parsed or names something that does not exist.
+
+    Attributes
+    ----------
+    term : str or None
+        The piece of formula at fault.
+    """
+
+    def __init__(self, message: str, term: str | None = None):
+        super().__init__(message)
+        self.term = term
+
+
+class PedigreeError(MvremlError, ValueError):
+    """A pedigree that is not a pedigree: cycles, conflicting parents, sex conflicts.
+
+    Attributes
+    ----------
+    animals : list
+        The animals at fault.
+    """
+
+    def __init__(self, message: str, animals=None):
+        super().__init__(message)
+        self.animals = list(animals) if animals is not None else []
+
+
+class RelmatError(MvremlError, ValueError):
+    """A relationship matrix that is unusable (not positive definite, unlabelled)."""
+
+    def __init__(self, message: str, labels=None):
+        super().__init__(message)
+        self.labels = list(labels) if labels is not None else []
+
+
+class StartingValueError(MvremlError, ValueError):
+    """Starting values (``init=``) that are not positive definite or have the wrong traits."""
+
+    def __init__(self, message: str, term: str | None = None):
+        super().__init__(message)
+        self.term = term
+
+
+class ModelError(MvremlError, ValueError):
+    """A model that cannot be fitted as specified (e.g. nothing left to estimate)."""
+
+
+class ComparisonError(MvremlError, ValueError):
+    """Models that cannot be compared (likelihood-ratio test of non-nested fits)."""
+
+
+class ExpressionError(MvremlError, ValueError):
+    """A ``vpredict`` expression that cannot be evaluated (unknown component, syntax)."""
+
+
+class FactorizationError(MvremlError, ArithmeticError):
+    """The mixed-model equations could not be factorized at some parameter value."""
+
+
+class MvremlWarning(UserWarning):
+    """Base class of mvreml's warnings."""
+
+
+class ConvergenceWarning(MvremlWarning):
+    """The fit stopped before its convergence criteria were met."""
+
+
+class BoundaryWarning(MvremlWarning):
+    """A variance component reached its boundary (zero, or a singular matrix)."""
+
+
+class IdentifiabilityWarning(MvremlWarning):
+    """The data do not inform some combination of parameters (singular AI matrix)."""
+
+
+class DataWarning(MvremlWarning):
+    """Records or levels were dropped, or input was changed to make sense of it."""
+
+
+class PedigreeWarning(MvremlWarning):
+    """A pedigree oddity that was repaired (parents added as founders, sex conflicts allowed)."""
