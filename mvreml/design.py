@@ -1,0 +1,399 @@
+"""Data + parsed terms -> the long-format model: y, X, the random terms' level maps, missing patterns.
+
+One row of the data is a *unit* (a tree, an animal record). The long format has one
+observation per observed (unit, trait) value, ordered unit-major and trait-minor, so the
+observations of a unit are contiguous: that is what lets the residual covariance be a
+block diagonal of small per-unit blocks R0[o_i, o_i].
+
+Nothing here depends on variance parameters: the design is built once per model.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import DataError, DataWarning, FormulaError, RelmatError
+from .formula import FixedSpec, RandomTerm, VarianceSpec, columns_used
+from .rank import independent_columns
+
+
+@dataclass
+class RandomDesign:
+    """One random term after it met the data.
+
+    Attributes
+    ----------
+    term : RandomTerm
+        The parsed term.
+    traits : np.ndarray
+        Indices (into the model's traits) of the traits the term covers, in order.
+    levels : np.ndarray
+        Level labels (strings), q of them; for a relationship matrix, its labels.
+    level_of_unit : np.ndarray
+        Level index of every unit (int64).
+    kinv : scipy.sparse.csc_matrix
+        K^-1 (q x q, full symmetric); identity for a plain factor.
+    logdet_k : float
+        log|K|.
+    identity : bool
+        True when K = I (no relationship matrix).
+    """
+
+    term: RandomTerm
+    traits: np.ndarray
+    levels: np.ndarray
+    level_of_unit: np.ndarray
+    kinv: sp.csc_matrix
+    logdet_k: float
+    identity: bool
+
+    @property
+    def name(self) -> str:
+        return self.term.name
+
+    @property
+    def q(self) -> int:
+        return len(self.levels)
+
+    @property
+    def t(self) -> int:
+        return len(self.traits)
+
+
+@dataclass
+class Design:
+    """The long-format model matrices.
+
+    Attributes
+    ----------
+    traits : list of str
+        Response names.
+    y : np.ndarray
+        Observations (N), unit-major, trait-minor.
+    obs_unit, obs_trait : np.ndarray
+        Unit index and trait index of every observation.
+    unit_start : np.ndarray
+        Offsets of each unit's observations (n_units + 1).
+    weights : np.ndarray
+        Weight of every unit (residual covariance R0[o, o] / w).
+    patterns : np.ndarray
+        Boolean (n_patterns x t): which traits each missing-value pattern observes.
+    unit_pattern : np.ndarray
+        Pattern index of every unit.
+    X : scipy.sparse.csr_matrix
+        Fixed-effect design (N x p), full column rank.
+    fixef_names : list of str
+    fixed_terms : dict
+        Fixed term label -> positions of its columns in X.
+    random : list of RandomDesign
+    n_dropped : int
+        Data rows not used (no trait observed, or a missing covariate / factor level).
+    dropped_columns : list of str
+        Fixed-effect columns dropped as aliased (rank deficiency).
+    messages : list of str
+    """
+
+    traits: list
+    y: np.ndarray
+    obs_unit: np.ndarray
+    obs_trait: np.ndarray
+    unit_start: np.ndarray
+    weights: np.ndarray
+    patterns: np.ndarray
+    unit_pattern: np.ndarray
+    X: sp.csr_matrix
+    fixef_names: list
+    fixed_terms: dict
+    random: list
+    n_dropped: int
+    dropped_columns: list = field(default_factory=list)
+    messages: list = field(default_factory=list)
+    unit_rows: np.ndarray | None = None
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_units(self) -> int:
+        return len(self.weights)
+
+    @property
+    def t(self) -> int:
+        return len(self.traits)
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+
+def _check_columns(data: pd.DataFrame, names, what: str) -> None:
+    for name in names:
+        if name not in data.columns:
+            raise FormulaError(f"{what} names column {name!r}, which is not in the data "
+                               f"(columns: {', '.join(map(str, data.columns[:20]))})", term=name)
+
+
+def _response_matrix(data: pd.DataFrame, traits) -> np.ndarray:
+    cols = []
+    for name in traits:
+        col = data[name]
+        if not (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)):
+            raise DataError(f"response column {name!r} is not numeric (dtype {col.dtype})", column=name)
+        values = col.to_numpy(dtype=float, na_value=np.nan)
+        if np.isinf(values).any():
+            row = int(np.flatnonzero(np.isinf(values))[0])
+            raise DataError(f"response column {name!r} has an infinite value (row {data.index[row]!r})",
+                            column=name)
+        if np.isnan(values).all():
+            raise DataError(f"response column {name!r} has no observed value", column=name)
+        cols.append(values)
+    return np.column_stack(cols)
+
+
+def factor_labels(data: pd.DataFrame, factors) -> np.ndarray:
+    """Level labels of a (possibly combined) factor, as strings; NaN where any part is missing."""
+    from .pedigree import normalize_ids
+
+    parts = [normalize_ids(data[f].to_numpy()) for f in factors]
+    if len(parts) == 1:
+        return parts[0]
+    out = parts[0].astype(object)
+    missing = pd.isna(out)
+    for part in parts[1:]:
+        missing |= pd.isna(part)
+        out = out.astype(str) + ":" + part.astype(str)
+    out = np.asarray(out, dtype=object)
+    out[missing] = np.nan
+    return out
+
+
+def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, residual: RandomTerm,
+                 relmat: dict | None = None, weights: str | None = None) -> Design:
+    """Build the long-format design of a model.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        Wide data, one row per unit.
+    fixed, random, residual
+        Parsed formula pieces (see :mod:`mvreml.formula`).
+    relmat : dict, optional
+        Name -> relationship object (anything :func:`mvreml.relmat.as_relmat` accepts).
+    weights : str, optional
+        Column of record weights (residual variance sigma^2 / w).
+
+    Returns
+    -------
+    Design
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    traits = list(fixed.response.traits)
+    _check_columns(data, traits, "the response")
+    used = columns_used(fixed, random, residual) - set(traits) - {"units", "trait"}
+    _check_columns(data, sorted(used), "the model")
+    if weights is not None:
+        _check_columns(data, [weights], "weights=")
+
+    Y = _response_matrix(data, traits)
+    keep = ~np.isnan(Y).all(axis=1)
+    messages = []
+    n_no_trait = int((~keep).sum())
+    if n_no_trait:
+        messages.append(f"{n_no_trait} rows with no observed trait dropped")
+    # rows missing a covariate / factor used by the model are dropped (and counted)
+    for col in sorted(used):
+        miss = data[col].isna().to_numpy()
+        n = int((miss & keep).sum())
+        if n:
+            messages.append(f"{n} rows with missing {col!r} dropped")
+            keep &= ~miss
+    w = np.ones(len(data))
+    if weights is not None:
+        wcol = data[weights]
+        if not pd.api.types.is_numeric_dtype(wcol):
+            raise DataError(f"weights column {weights!r} is not numeric", column=weights)
+        w = wcol.to_numpy(dtype=float, na_value=np.nan)
+        n = int((np.isnan(w) & keep).sum())
+        if n:
+            messages.append(f"{n} rows with missing weight {weights!r} dropped")
+            keep &= ~np.isnan(w)
+        bad = keep & ~(np.isfinite(w) & (w > 0))
+        if bad.any():
+            row = data.index[np.flatnonzero(bad)[0]]
+            raise DataError(f"weights column {weights!r} must be positive and finite "
+                            f"(row {row!r} has {w[np.flatnonzero(bad)[0]]})", column=weights)
+    if not keep.any():
+        raise DataError("no data row is left once rows with missing values are dropped")
+    n_dropped = int(len(data) - keep.sum())
+    if n_dropped:
+        warnings.warn("; ".join(messages), DataWarning, stacklevel=3)
+
+    rows = np.flatnonzero(keep)
+    sub = data.iloc[rows].reset_index(drop=True)
+    Ysub = Y[rows]
+    observed = ~np.isnan(Ysub)
+    for j, name in enumerate(traits):
+        if not observed[:, j].any():
+            raise DataError(f"response column {name!r} has no observed value in the rows used", column=name)
+
+    # long format, unit-major / trait-minor
+    counts = observed.sum(axis=1)
+    unit_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    obs_unit, obs_trait = np.nonzero(observed)
+    y = Ysub[obs_unit, obs_trait]
+    patterns, unit_pattern = np.unique(observed, axis=0, return_inverse=True)
+
+    X, names, fixed_terms, dropped = _fixed_design(sub, fixed, traits, obs_unit, obs_trait)
+    if dropped:
+        messages.append("aliased fixed-effect columns dropped: " + ", ".join(dropped))
+
+    relmat = relmat or {}
+    rand = [_random_design(sub, term, traits, relmat) for term in random.terms]
+    for rd in rand:
+        if rd.identity and rd.q < 2:
+            raise DataError(f"random term {rd.name!r} has {rd.q} level in the data: a variance needs "
+                            f"at least two levels", column=rd.name)
+
+    return Design(traits=traits, y=y, obs_unit=obs_unit.astype(np.int64), obs_trait=obs_trait.astype(np.int64),
+                  unit_start=unit_start, weights=w[rows], patterns=patterns,
+                  unit_pattern=unit_pattern.ravel().astype(np.int64), X=X, fixef_names=names,
+                  fixed_terms=fixed_terms, random=rand, n_dropped=n_dropped, dropped_columns=dropped,
+                  messages=messages, unit_rows=rows)
+
+
+def _model_matrix(sub: pd.DataFrame, rhs: list, intercept: bool):
+    """formulaic model matrix (sparse) of `1 + rhs...` (or `0 + ...`) with its term -> slice map."""
+    from formulaic import model_matrix
+
+    formula = " + ".join((["1"] if intercept else ["0"]) + rhs)
+    try:
+        mm = model_matrix(formula, sub, output="sparse", na_action="raise")
+    except Exception as exc:  # formulaic raises many types; name the formula piece
+        raise FormulaError(f"cannot build fixed effects {formula!r}: {exc}", term=formula) from exc
+    spec = mm.model_spec
+    slices = {str(t): s for t, s in spec.term_slices.items()}
+    return sp.csc_matrix(mm), list(spec.column_names), slices
+
+
+def _term_keys(rhs: str) -> list:
+    from formulaic import Formula
+
+    return [str(t) for t in Formula(rhs) if str(t) != "1"]
+
+
+def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
+    """Per-trait and common fixed-effect columns stacked into the long format."""
+    t = len(traits)
+    n_obs = len(obs_unit)
+    blocks, names, owners = [], [], []   # sparse (N x k) blocks, column names, term labels
+    multivariate = fixed.response.multivariate
+
+    def add(mat_units, cols, labels, owner_of_col, trait_rows):
+        # mat_units: (n_units x k) csc; place its rows at observations whose trait is in trait_rows
+        mask = np.isin(obs_trait, trait_rows)
+        R = sp.csr_matrix((np.ones(mask.sum()), (np.flatnonzero(mask), obs_unit[mask])),
+                          shape=(n_obs, mat_units.shape[0]))
+        blocks.append(R @ mat_units[:, cols])
+        names.extend(labels)
+        owners.extend(owner_of_col)
+
+    per_trait = [term for term in fixed.terms if term.traits is not None]
+    common = [term for term in fixed.terms if term.traits is None]
+    has_trait_mean = any(term.rhs.strip() == "1" for term in per_trait)
+
+    for j, trait in enumerate(traits):
+        mine = [term for term in per_trait if trait in term.traits]
+        if not mine and not (not multivariate and fixed.intercept):
+            continue
+        intercept = any(term.rhs.strip() == "1" for term in mine) or (not multivariate and fixed.intercept)
+        rhs = [term.rhs for term in mine if term.rhs.strip() != "1"]
+        mat, colnames, slices = _model_matrix(sub, rhs, intercept)
+        cols, labels, owner = [], [], []
+        if intercept and "1" in slices:
+            cols.append(slices["1"].start)
+            labels.append(f"trait_{trait}" if multivariate else "(Intercept)")
+            owner.append("trait" if multivariate else "(Intercept)")
+        for term in mine:
+            if term.rhs.strip() == "1":
+                continue
+            for key in _term_keys(term.rhs):
+                s = slices.get(key)
+                if s is None:
+                    continue
+                for c in range(s.start, s.stop):
+                    cols.append(c)
+                    labels.append(f"{trait}:{colnames[c]}" if multivariate else colnames[c])
+                    owner.append(term.label)
+        add(mat, cols, labels, owner, [j])
+
+    if common:
+        # with per-trait means (or a univariate intercept) the common factors get treatment contrasts:
+        # build with an intercept and drop its column
+        with_mean = has_trait_mean or fixed.intercept
+        mat, colnames, slices = _model_matrix(sub, [term.rhs for term in common], with_mean)
+        cols, labels, owner = [], [], []
+        if not multivariate and fixed.intercept and "1" in slices and not blocks:
+            cols.append(slices["1"].start)
+            labels.append("(Intercept)")
+            owner.append("(Intercept)")
+        for term in common:
+            for key in _term_keys(term.rhs):
+                s = slices.get(key)
+                if s is None:
+                    continue
+                for c in range(s.start, s.stop):
+                    cols.append(c)
+                    labels.append(colnames[c])
+                    owner.append(term.label)
+        add(mat, cols, labels, owner, list(range(t)))
+
+    if not blocks:
+        X = sp.csr_matrix((n_obs, 0))
+    else:
+        X = sp.hstack(blocks, format="csc")
+    keep, dropped_idx = independent_columns(X)
+    dropped = [names[i] for i in dropped_idx]
+    X = sp.csr_matrix(X[:, keep])
+    X.sort_indices()
+    names = [names[i] for i in keep]
+    owners = [owners[i] for i in keep]
+    fixed_terms: dict = {}
+    for pos, owner in enumerate(owners):
+        fixed_terms.setdefault(owner, []).append(pos)
+    return X, names, fixed_terms, dropped
+
+
+def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict) -> RandomDesign:
+    """Levels, unit -> level map and K^-1 of one random term."""
+    if term.traits is None:
+        tr = np.arange(len(traits))
+    else:
+        tr = np.array([traits.index(x) for x in term.traits])
+    labels = factor_labels(sub, term.factors)
+    if term.relmat is None:
+        levels, level_of_unit = np.unique(labels.astype(str), return_inverse=True)
+        q = len(levels)
+        return RandomDesign(term=term, traits=tr, levels=levels, level_of_unit=level_of_unit.astype(np.int64),
+                            kinv=sp.identity(q, format="csc"), logdet_k=0.0, identity=True)
+    from .relmat import as_relmat
+
+    if term.relmat not in relmat:
+        raise RelmatError(f"term {term.label!r} uses relationship {term.relmat!r}, which is not in relmat= "
+                          f"(given: {sorted(relmat) or 'none'})", labels=[term.relmat])
+    rel = as_relmat(relmat[term.relmat], term.relmat)
+    levels = np.asarray(rel.labels)
+    index = pd.Index(levels)
+    level_of_unit = index.get_indexer(labels.astype(str))
+    if (level_of_unit < 0).any():
+        missing = pd.unique(labels[level_of_unit < 0])
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise RelmatError(f"{len(missing)} levels of {term.name!r} in the data are not in relationship "
+                          f"{term.relmat!r}: {shown}", labels=list(missing))
+    return RandomDesign(term=term, traits=tr, levels=levels, level_of_unit=level_of_unit.astype(np.int64),
+                        kinv=sp.csc_matrix(rel.kinv()), logdet_k=float(rel.logdet()), identity=False)

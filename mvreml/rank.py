@@ -1,0 +1,73 @@
+"""Column rank of the fixed-effect design: which columns to keep (lme4-style dropping).
+
+Columns are kept in model order; a column that is (numerically) a combination of earlier
+ones is dropped, as R's lm / lme4 do, so reported effects keep their usual meaning.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+_TOL = 1e-9
+
+
+def independent_columns(X: sp.spmatrix, tol: float = _TOL) -> tuple[list, list]:
+    """Split the columns of X into a full-rank set (kept, in order) and the aliased rest.
+
+    Parameters
+    ----------
+    X : scipy.sparse matrix (N x p)
+    tol : float
+        Relative tolerance on the residual norm of a column after projection on the
+        columns kept before it.
+
+    Returns
+    -------
+    keep, dropped : list of int
+    """
+    X = sp.csc_matrix(X)
+    p = X.shape[1]
+    if p == 0:
+        return [], []
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0)).ravel())
+    nonzero = np.flatnonzero(norms > 0)
+    zero = [int(i) for i in np.flatnonzero(norms == 0)]
+    Xn = X[:, nonzero] @ sp.diags(1.0 / norms[nonzero])
+    xtx = (Xn.T @ Xn).toarray()
+    # fast path: a Cholesky that succeeds with healthy pivots means full column rank
+    try:
+        L = np.linalg.cholesky(xtx)
+        if np.min(np.diag(L)) ** 2 > tol * 100:
+            return [int(i) for i in nonzero], zero
+    except np.linalg.LinAlgError:
+        pass
+    keep_local = _sequential(xtx, tol)
+    keep = [int(nonzero[i]) for i in keep_local]
+    dropped = sorted(set(range(p)) - set(keep))
+    return keep, dropped
+
+
+def _sequential(xtx: np.ndarray, tol: float) -> list:
+    """Left-to-right Cholesky with dropping of columns whose pivot is ~0 (blocked by halves)."""
+    k = xtx.shape[0]
+    keep: list = []
+    L = np.zeros((k, k))
+    for j in range(k):
+        if keep:
+            Lk = L[np.ix_(keep, keep)]
+            v = sla.solve_triangular(Lk, xtx[keep, j], lower=True)
+            d = xtx[j, j] - v @ v
+        else:
+            v = np.zeros(0)
+            d = xtx[j, j]
+        if d > tol * xtx[j, j]:
+            idx = len(keep)
+            keep.append(j)
+            Lnew = np.zeros((idx + 1, idx + 1))
+            if idx:
+                Lnew[:idx, :idx] = L[np.ix_(keep[:-1], keep[:-1])]
+                Lnew[idx, :idx] = v
+            Lnew[idx, idx] = np.sqrt(d)
+            L[np.ix_(keep, keep)] = Lnew
+    return keep

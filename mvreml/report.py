@@ -1,0 +1,113 @@
+"""Fitted model -> the tables of a :class:`mvreml.Result` (varcomp, components, fixef, BLUPs).
+
+Standard errors of parameters come from the inverse AI matrix; those of covariance
+elements (for vpredict) through each structure's Jacobian d vech(G) / d theta.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .likelihood import REMLModel
+from .reml import FitState
+from .structures import jacobian_elements, vech_pairs
+
+
+def _bound_code(kind: str, fixed: bool, bound: bool) -> str:
+    if fixed:
+        return "F"
+    if bound:
+        return "B"
+    return "P" if kind == "variance" else "U"
+
+
+def build_result(model: REMLModel, state: FitState, fixed: str, random, residual, timer=None,
+                 seconds: float = 0.0):
+    """Assemble the Result of a finished iteration."""
+    from .api import data_signature
+    from .results import Result
+
+    d = model.design
+    ev = state.evaluation
+    theta = state.theta
+    multivariate = d.t > 1 or len(d.traits) > 1
+    ai_inv = state.ai_inverse
+    se_theta = np.sqrt(np.clip(np.diag(ai_inv), 0, None))
+    held = state.fixed | state.bound
+    se_theta[held] = np.nan
+
+    rows, index = [], []
+    comp_rows, jac_blocks = [], []
+    structures, term_traits = {}, {}
+    for b in model.blocks:
+        st = b.structure
+        traits = list(st.traits)
+        structures[b.name] = st.name
+        term_traits[b.name] = traits
+        labels = st.labels(b.name, multivariate)
+        for j, (lab, kind) in enumerate(zip(labels, st.kinds())):
+            i = b.start + j
+            est = float(theta[i])
+            se = float(se_theta[i])
+            rows.append(dict(term=b.name, estimate=est, std_error=se,
+                             z_ratio=est / se if np.isfinite(se) and se > 0 else np.nan,
+                             bound=_bound_code(kind, bool(state.fixed[i]), bool(state.bound[i])), kind=kind))
+            index.append(lab)
+        G = st.matrix(theta[b.slice])
+        for (i, j) in vech_pairs(len(traits)):
+            comp_rows.append(dict(term=b.name, trait_1=traits[i], trait_2=traits[j], estimate=float(G[i, j])))
+        J = np.asarray(jacobian_elements(st, theta[b.slice]), float).reshape(len(vech_pairs(len(traits))),
+                                                                            b.stop - b.start)
+        jac_blocks.append((b, J))
+        if st.name in ("us", "corgh", "corv", "corh", "fa") and len(traits) > 1:
+            ev_min = np.linalg.eigvalsh(G).min()
+            if ev_min <= 1e-6 * max(np.trace(G) / len(traits), 1e-300):
+                for r in rows[-(b.stop - b.start):]:
+                    if r["kind"] == "variance" and r["bound"] != "F":
+                        r["bound"] = "B"
+    varcomp = pd.DataFrame(rows, index=pd.Index(index, name="component"))
+    components = pd.DataFrame(comp_rows)
+    n_el = len(components)
+    J = np.zeros((n_el, len(theta)))
+    r0 = 0
+    for b, Jb in jac_blocks:
+        J[r0:r0 + Jb.shape[0], b.slice] = Jb
+        r0 += Jb.shape[0]
+    comp_vcov = J @ ai_inv @ J.T
+
+    # fixed effects and BLUPs with PEV from the selected inverse
+    diag = model.pev_diagonal()
+    p = d.p
+    sol = ev.solution
+    fixef = pd.DataFrame({"estimate": sol[:p], "std_error": np.sqrt(np.clip(diag[:p], 0, None))},
+                         index=pd.Index(d.fixef_names, name="effect"))
+    fixef_vcov = model.fixed_vcov()
+    blups = {}
+    for rd, off in zip(d.random, model.pattern.offsets):
+        n = rd.q * rd.t
+        U = sol[off:off + n].reshape(rd.q, rd.t)
+        pev = diag[off:off + n].reshape(rd.q, rd.t)
+        tr = [d.traits[i] for i in rd.traits]
+        df = pd.DataFrame(U, index=pd.Index(rd.levels, name=rd.name), columns=tr)
+        for j, name in enumerate(tr):
+            df[f"pev_{name}"] = pev[:, j]
+        blups[rd.name] = df
+
+    diagnostics = list(d.messages) + list(state.messages)
+    at_bound = varcomp.index[varcomp["bound"] == "B"].tolist()
+    if at_bound:
+        diagnostics.append("at the boundary (held there, reported with bound 'B'): " + ", ".join(at_bound))
+    if not state.converged:
+        diagnostics.append(state.reason)
+    hist = pd.DataFrame(state.history)
+    n_free = int((~state.fixed).sum())
+    model_info = dict(fixed=fixed, random=random, residual=residual, n_varparams=n_free,
+                      n_fixed_params=int(p), data_signature=data_signature(d),
+                      timings=dict(timer.seconds) if timer is not None else {}, seconds=float(seconds))
+    return Result(traits=list(d.traits), loglik=float(ev.loglik), n_obs=int(d.n_obs), rank_x=int(p),
+                  n_units=int(d.n_units), n_dropped=int(d.n_dropped), converged=bool(state.converged),
+                  reason=state.reason, iterations=int(state.iterations), history=hist, varcomp=varcomp,
+                  components=components, components_vcov=comp_vcov, structures=structures,
+                  term_traits=term_traits, fixef=fixef, fixef_vcov=fixef_vcov,
+                  fixed_terms={k: list(map(int, v)) for k, v in d.fixed_terms.items()}, blups=blups,
+                  diagnostics=diagnostics, model=model_info)
