@@ -21,6 +21,7 @@ log = logging.getLogger("mvreml")
 
 BOUND_REL = 1e-8        # a variance at its boundary is held at this fraction of its scale
 MAX_HALVINGS = 8
+SMALL_REL = 1e-3       # a variance below this fraction of its scale may be set to its boundary
 
 
 @dataclass
@@ -147,21 +148,18 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
     while it < control.maxiter:
         it += 1
         t_it = time.perf_counter()
+        delta, decrement, newly = _ai_step(model, ev, theta, fixed, bound, is_var, lower, scale)
         free = ~fixed & ~bound
-        fi = np.flatnonzero(free)
-        g = ev.score[fi]
-        delta_f = _safe_solve(ev.ai[np.ix_(fi, fi)], g)
-        decrement = float(g @ delta_f) if delta_f is not None else np.inf
         kind = "AI"
         cand = None
-        if delta_f is not None:
-            delta = np.zeros_like(theta)
-            delta[fi] = delta_f
-            cand, kind, newly_bound = _ai_candidate(model, theta, delta, is_var, lower, upper, scale, free)
-            if cand is not None and newly_bound.any():
-                bound |= newly_bound
-                names = [_param_name(model, i) for i in np.flatnonzero(newly_bound)]
+        if delta is not None:
+            if newly.any():
+                bound |= newly
+                theta = theta.copy()
+                theta[newly] = lower[newly] + BOUND_REL * scale[newly]
+                names = [_param_name(model, i) for i in np.flatnonzero(newly)]
                 messages.append(f"iteration {it}: {', '.join(names)} reached the boundary and is held there")
+            cand, kind = _ai_candidate(model, theta, delta, lower, upper)
         new_ev = None
         if cand is not None:
             new_ev, cand, kind = _evaluate_with_halving(model, ev, theta, cand, kind)
@@ -216,24 +214,47 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
                     history=history, bound=bound, fixed=fixed.copy(), ai_inverse=ai_inv, messages=messages)
 
 
-def _ai_candidate(model, theta, delta, is_var, lower, upper, scale, free):
-    """theta + delta, with variances that would cross zero set to the boundary, then halved into
-    the parameter space. Returns (candidate or None, step kind, newly bound mask)."""
-    cand = theta + delta
+def _ai_step(model, ev, theta, fixed, bound, is_var, lower, scale):
+    """The AI step on the free parameters. A box-bounded variance that is already small and
+    that the step would push below its bound is held at the boundary instead, and the step
+    of the others recomputed without it. Returns (delta or None, decrement, newly bound)."""
+    box = is_var & _box_only(model)
     newly = np.zeros(len(theta), bool)
-    # box-bounded variances of non-matrix structures: hold at the boundary
-    hit = free & is_var & (cand <= lower) & _box_only(model)
-    if hit.any():
-        cand[hit] = lower[hit] + BOUND_REL * scale[hit]
+    for _ in range(len(theta) + 1):
+        free = ~fixed & ~bound & ~newly
+        fi = np.flatnonzero(free)
+        g = ev.score[fi]
+        delta_f = _safe_solve(ev.ai[np.ix_(fi, fi)], g)
+        if delta_f is None:
+            return None, np.inf, np.zeros(len(theta), bool)
+        delta = np.zeros_like(theta)
+        delta[fi] = delta_f
+        small = (theta - lower) < SMALL_REL * scale
+        hit = free & box & small & (theta + delta < lower)
+        if not hit.any():
+            return delta, float(g @ delta_f), newly
         newly |= hit
+    return None, np.inf, np.zeros(len(theta), bool)
+
+
+def _ai_candidate(model, theta, delta, lower, upper):
+    """theta + alpha delta with alpha <= 1 kept a fraction away from the box bounds, then halved
+    until every matrix is positive definite. Returns (candidate or None, step kind)."""
     alpha = 1.0
+    down = delta < 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(down & np.isfinite(lower), (theta - lower) / -delta, np.inf)
+        room_up = np.where(~down & np.isfinite(upper) & (delta > 0), (upper - theta) / delta, np.inf)
+    amax = min(np.min(room, initial=np.inf), np.min(room_up, initial=np.inf))
+    if amax < 1.0:
+        alpha = 0.9 * amax
     for h in range(MAX_HALVINGS + 1):
-        c = np.where(newly, cand, theta + alpha * delta)
-        c = np.clip(c, np.where(newly, -np.inf, lower), upper)
+        c = theta + alpha * delta
         if _feasible(model, c):
-            return c, ("AI" if h == 0 else f"AI/{2 ** h}"), newly
+            tag = "AI" if alpha == 1.0 else f"AI*{alpha:.2g}"
+            return c, tag
         alpha *= 0.5
-    return None, "EM", np.zeros(len(theta), bool)
+    return None, "EM"
 
 
 def _box_only(model) -> np.ndarray:
@@ -255,7 +276,7 @@ def _evaluate_with_halving(model, ev, theta, cand, kind):
         if new_ev is not None and new_ev.loglik >= ev.loglik - 1e-8 * max(1.0, abs(ev.loglik)):
             return new_ev, cand, kind
         cand = theta + 0.5 * (cand - theta)
-        kind = f"AI/{2 ** (h + 1)}" if not kind.startswith("AI/") else f"AI/{2 * int(kind[3:])}"
+        kind = f"AI/{2 ** (h + 1)}"
     return None, cand, "EM"
 
 
