@@ -81,6 +81,31 @@ class ExpressionError(MvremlError, ValueError):
     """A ``vpredict`` expression that cannot be evaluated (unknown component, syntax)."""
 
 
+class TermError(MvremlError, KeyError):
+    """A term name that the fitted model does not have (``res.covariance("Famly")``).
+
+    Attributes
+    ----------
+    term : str
+        The name asked for.
+    known : list of str
+        The terms the model has.
+    """
+
+    def __init__(self, term: str, known, what: str = "term"):
+        self.term = term
+        self.known = list(known)
+        self.message = f"no {what} {term!r} in this model; known: {', '.join(map(str, self.known)) or '(none)'}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        # KeyError would quote the message; show it as written
+        return self.message
+
+    def __reduce__(self):
+        return (type(self), (self.term, self.known), {"message": self.message})
+
+
 class FactorizationError(MvremlError, ArithmeticError):
     """The mixed-model equations could not be factorized at some parameter value."""
 

@@ -1,0 +1,467 @@
+"""The fitted model: tables, functions of the variance components, tests, summary, JSON.
+
+:class:`Result` is built by the fitting engine and does no fitting itself: everything here
+works from the stored estimates and their sampling covariances, so a Result read back with
+:meth:`Result.from_json` reports exactly what the original did.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import _summary
+from .errors import ComparisonError, ConvergenceWarning, ExpressionError, ModelError, TermError
+from .vpredict import ComponentIndex, Dual, delta_se, evaluate
+from .wald import linear_combination, wald_table
+
+__all__ = ["Result", "LRT", "lrt"]
+
+_LOG2PI = math.log(2.0 * math.pi)
+_MODEL_KEYS = ("fixed", "random", "residual", "n_varparams", "data_signature")
+
+
+@dataclass(eq=False, repr=False)
+class Result:
+    """A fitted multivariate linear mixed model (REML).
+
+    Built by :func:`mvreml.fit`; every field is kept by :meth:`to_json` /
+    :meth:`from_json`. Treat it as read-only: derived lookups are cached.
+
+    Attributes
+    ----------
+    traits : list of str
+        Response names (one for a univariate model).
+    loglik : float
+        REML log-likelihood including the constant ``-0.5 (N - p) log 2 pi`` (lme4/nlme
+        convention); :attr:`loglik_asreml` is ASReml's figure.
+    n_obs, rank_x : int
+        N (observed values in long format) and p (rank of X).
+    n_units, n_dropped : int
+        Units used and rows dropped.
+    converged : bool
+        Whether the convergence criteria were met; ``reason`` says why it stopped.
+    iterations : int
+        Iterations done; ``history`` logs them (iteration, loglik, change, step, seconds).
+    varcomp : DataFrame
+        One row per variance parameter, labelled asreml-style (the label starts with the term
+        name): term, estimate, std_error, z_ratio, bound ("P", "B", "F", "U"), kind.
+    components : DataFrame
+        One row per distinct element of each term's trait covariance matrix (term, trait_1,
+        trait_2, estimate), with ``components_vcov`` their sampling covariance.
+    structures, term_traits : dict
+        Term -> structure name, term -> traits covered.
+    fixef : DataFrame
+        Fixed effects (estimate, std_error); ``fixef_vcov`` their covariance (None if not
+        stored) and ``fixed_terms`` the positions of each fixed term's columns.
+    blups : dict
+        Term -> DataFrame indexed by level, columns <trait>... then pev_<trait>...
+    diagnostics : list of str
+        Plain-language findings.
+    model : dict
+        fixed, random, residual formulas; n_varparams; data_signature; n_fixed_params.
+    """
+
+    traits: list
+    loglik: float
+    n_obs: int
+    rank_x: int
+    n_units: int
+    n_dropped: int
+    converged: bool
+    reason: str
+    iterations: int
+    history: pd.DataFrame
+    varcomp: pd.DataFrame
+    components: pd.DataFrame
+    components_vcov: np.ndarray
+    structures: dict
+    term_traits: dict
+    fixef: pd.DataFrame
+    fixef_vcov: np.ndarray | None
+    fixed_terms: dict
+    blups: dict
+    diagnostics: list
+    model: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.traits = [str(t) for t in self.traits]
+        self.loglik = float(self.loglik)
+        for name in ("n_obs", "rank_x", "n_units", "n_dropped", "iterations"):
+            setattr(self, name, int(getattr(self, name)))
+        self.converged = bool(self.converged)
+        self.reason = str(self.reason)
+        self.components_vcov = np.asarray(self.components_vcov, dtype=float)
+        if self.fixef_vcov is not None:
+            self.fixef_vcov = np.asarray(self.fixef_vcov, dtype=float)
+        self.structures = {str(k): str(v) for k, v in self.structures.items()}
+        self.term_traits = {str(k): [str(t) for t in v] for k, v in self.term_traits.items()}
+        self.fixed_terms = {str(k): [int(i) for i in v] for k, v in self.fixed_terms.items()}
+        self.blups = dict(self.blups)
+        self.diagnostics = [str(d) for d in self.diagnostics]
+        self.model = dict(self.model)
+        self._validate()
+
+    def _validate(self):
+        """Catch an inconsistent Result when it is made, not when a table is asked for."""
+        def need(frame, name, columns):
+            missing = [c for c in columns if c not in frame.columns]
+            if missing:
+                raise ModelError(f"Result.{name} lacks columns {missing}")
+        need(self.varcomp, "varcomp", ["term", "estimate", "std_error", "z_ratio", "bound", "kind"])
+        need(self.components, "components", ["term", "trait_1", "trait_2", "estimate"])
+        need(self.fixef, "fixef", ["estimate", "std_error"])
+        need(self.history, "history", ["iteration", "loglik", "change", "step", "seconds"])
+        missing = [k for k in _MODEL_KEYS if k not in self.model]
+        if missing:
+            raise ModelError(f"Result.model lacks keys {missing}")
+        nc = len(self.components)
+        if self.components_vcov.shape != (nc, nc):
+            raise ModelError(f"components_vcov has shape {self.components_vcov.shape}, "
+                             f"expected ({nc}, {nc}) for {nc} components")
+        p = len(self.fixef)
+        if self.fixef_vcov is not None and self.fixef_vcov.shape != (p, p):
+            raise ModelError(f"fixef_vcov has shape {self.fixef_vcov.shape}, expected ({p}, {p})")
+        positions = sorted(i for v in self.fixed_terms.values() for i in v)
+        if positions != list(range(p)):
+            raise ModelError(f"fixed_terms must cover each of the {p} rows of fixef exactly once; "
+                             f"got positions {positions}")
+        for term in set(self.components["term"]):
+            if term not in self.term_traits or term not in self.structures:
+                raise ModelError(f"component term {term!r} has no entry in term_traits/structures")
+
+    # ------------------------------------------------------------------ scalars
+    @property
+    def loglik_asreml(self) -> float:
+        """ASReml's REML log-likelihood: ``loglik + 0.5 (N - p) log 2 pi``."""
+        return self.loglik + 0.5 * (self.n_obs - self.rank_x) * _LOG2PI
+
+    @property
+    def n_varparams(self) -> int:
+        """Number of free, estimated variance parameters."""
+        return int(self.model["n_varparams"])
+
+    @property
+    def aic(self) -> float:
+        """REML AIC, ``-2 loglik + 2 k`` with k the variance parameters (lme4 convention loglik)."""
+        return -2.0 * self.loglik + 2.0 * self.n_varparams
+
+    @property
+    def bic(self) -> float:
+        """REML BIC, ``-2 loglik + k log(N - p)``."""
+        return -2.0 * self.loglik + self.n_varparams * math.log(self.n_obs - self.rank_x)
+
+    # ------------------------------------------------------------------ components
+    @cached_property
+    def _index(self) -> ComponentIndex:
+        return ComponentIndex.build(self.components, self.term_traits, self.varcomp)
+
+    @cached_property
+    def _x(self) -> np.ndarray:
+        return self.components["estimate"].to_numpy(dtype=float)
+
+    def _term(self, term: str) -> list[str]:
+        if term not in self.term_traits:
+            raise TermError(term, self.term_traits)
+        return self.term_traits[term]
+
+    def covariance(self, term: str) -> pd.DataFrame:
+        """The term's trait covariance matrix (t x t, labelled by trait; 1 x 1 univariate).
+
+        Parameters
+        ----------
+        term : str
+            Term name ("animal", "Family", residual "units").
+        """
+        traits = self._term(term)
+        out = pd.DataFrame(np.nan, index=pd.Index(traits), columns=pd.Index(traits))
+        for a in traits:
+            for b in traits:
+                k = self._index.position.get((term, a, b))
+                if k is not None:
+                    out.loc[a, b] = self._x[k]
+        return out
+
+    def _element(self, term: str, a: str, b: str) -> Dual:
+        return self._index.element(term, a, b, self._x)
+
+    def correlation(self, term: str, se: bool = False) -> pd.DataFrame:
+        """Correlations of the term's trait covariance matrix.
+
+        Parameters
+        ----------
+        term : str
+            Term name.
+        se : bool
+            False: the t x t correlation matrix. True: a long table (trait_1, trait_2,
+            estimate, std_error; delta method) of the off-diagonal pairs, lower triangle
+            row-wise. A correlation involving a zero variance is NaN.
+        """
+        traits = self._term(term)
+        rows = []
+        for i, a in enumerate(traits):
+            for b in traits[: i + 1]:
+                try:
+                    r = self._element(term, a, b) / (self._element(term, a, a)
+                                                     * self._element(term, b, b)).sqrt()
+                    est, err = r.value, delta_se(r.grad, self.components_vcov)
+                except ExpressionError:
+                    est = err = math.nan
+                rows.append((a, b, 1.0 if a == b and np.isfinite(est) else est, 0.0 if a == b else err))
+        if not se:
+            out = pd.DataFrame(np.nan, index=pd.Index(traits), columns=pd.Index(traits))
+            for a, b, est, _ in rows:
+                out.loc[a, b] = out.loc[b, a] = est
+            return out
+        off = [r for r in rows if r[0] != r[1]]
+        return pd.DataFrame(off, columns=["trait_1", "trait_2", "estimate", "std_error"])
+
+    def blup(self, term: str) -> pd.DataFrame:
+        """BLUPs of a random term (a copy): indexed by level, <trait>... then pev_<trait>..."""
+        if term not in self.blups:
+            raise TermError(term, self.blups, what="term with BLUPs")
+        return self.blups[term].copy()
+
+    def vpredict(self, expr):
+        """A function of the variance components with its delta-method standard error.
+
+        Parameters
+        ----------
+        expr : str or dict
+            An expression (see :mod:`mvreml.vpredict` for names and operations), or a dict
+            name -> expression.
+
+        Returns
+        -------
+        Series (estimate, std_error) named by the expression; for a dict a DataFrame
+        indexed by name.
+
+        Examples
+        --------
+        >>> res.vpredict("animal / (animal + units)")
+        >>> res.vpredict({"r_A": "animal[bwt,tarsus] / sqrt(animal[bwt,bwt] * animal[tarsus,tarsus])"})
+        """
+        if isinstance(expr, dict):
+            rows = {name: self._vpredict(e) for name, e in expr.items()}
+            return pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "std_error"])
+        est, err = self._vpredict(expr)
+        return pd.Series({"estimate": est, "std_error": err}, name=expr)
+
+    def _vpredict(self, expr: str) -> tuple[float, float]:
+        d = evaluate(expr, self._index, self._x)
+        return d.value, delta_se(d.grad, self.components_vcov)
+
+    def heritability(self, term: str) -> pd.DataFrame:
+        """Ratio of a term's variance to the sum of all variances of each trait.
+
+        The denominator adds the (trait, trait) variance of every term covering the trait,
+        residual included (``V_term / (V_1 + ... + V_units)``). Standard errors by the delta
+        method.
+
+        Returns
+        -------
+        DataFrame indexed by trait: estimate, std_error.
+        """
+        traits = self._term(term)
+        rows = {}
+        for t in traits:
+            total = sum(self._element(u, t, t) for u, tt in self.term_traits.items() if t in tt)
+            try:
+                h = self._element(term, t, t) / total
+            except ExpressionError:
+                raise ExpressionError(f"the total variance of trait {t!r} is zero") from None
+            rows[t] = (h.value, delta_se(h.grad, self.components_vcov))
+        out = pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "std_error"])
+        out.index.name = "trait"
+        return out
+
+    # ------------------------------------------------------------------ fixed effects
+    def wald(self, den_df=None) -> pd.DataFrame:
+        """Incremental and conditional Wald F tests of the fixed terms.
+
+        Parameters
+        ----------
+        den_df : None, float or dict
+            Denominator df; default N - p (see :mod:`mvreml.wald` for what that means).
+
+        Returns
+        -------
+        DataFrame by fixed term: df, denDF, F_inc, F_con, p_inc, p_con.
+        """
+        return wald_table(self.fixef, self.fixef_vcov, self.fixed_terms, self.n_obs,
+                          self.rank_x, den_df)
+
+    def predict(self, L) -> pd.DataFrame:
+        """Fixed-effect predictions ``L b`` with standard errors.
+
+        Parameters
+        ----------
+        L : array-like (k x p), DataFrame or Series
+            Coefficients of the combinations; a DataFrame/Series has fixed-effect names as
+            columns (others count as 0) and its index names the predictions.
+
+        Returns
+        -------
+        DataFrame: estimate, std_error.
+
+        Examples
+        --------
+        >>> res.predict(pd.DataFrame({"(Intercept)": [1, 1], "sex_2": [0, 1]}, index=["F", "M"]))
+        """
+        return linear_combination(L, self.fixef, self.fixef_vcov)
+
+    # ------------------------------------------------------------------ reporting
+    def summary(self) -> "_summary.Summary":
+        """An asreml-R-like summary; prints as text, renders as HTML in notebooks."""
+        return _summary.Summary(self)
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
+
+    def __repr__(self) -> str:
+        state = "converged" if self.converged else "NOT converged"
+        return (f"<mvreml.Result {', '.join(self.traits)}: logLik {self.loglik:.3f}, "
+                f"{self.n_varparams} variance parameters, {state}>")
+
+    def to_json(self, indent: int | None = None) -> str:
+        """Every field as standard JSON (no NaN tokens); read back with :meth:`from_json`."""
+        body = {f.name: _summary.encode(getattr(self, f.name)) for f in fields(self)}
+        return json.dumps({"format": _summary.FORMAT, "version": 1, "result": body},
+                          indent=indent, allow_nan=False, default=_summary.json_default)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Result":
+        """Rebuild a Result written by :meth:`to_json`."""
+        try:
+            doc = json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"not a JSON document: {e}") from None
+        if not isinstance(doc, dict) or doc.get("format") != _summary.FORMAT:
+            raise ModelError(f"not an mvreml result (expected format {_summary.FORMAT!r})")
+        body = doc["result"]
+        missing = [f.name for f in fields(cls) if f.name not in body]
+        if missing:
+            raise ModelError(f"the JSON result lacks fields {missing}")
+        return cls(**{f.name: _summary.decode(body[f.name]) for f in fields(cls)})
+
+
+# ---------------------------------------------------------------------- likelihood-ratio test
+@dataclass(frozen=True)
+class LRT:
+    """Result of :func:`lrt`: statistic 2 (logL_big - logL_small), df, p value, method."""
+
+    statistic: float
+    df: int
+    pvalue: float
+    method: str
+
+    def __str__(self) -> str:
+        return f"LRT: statistic {self.statistic:.4f}, df {self.df}, p = {self.pvalue:.4g} ({self.method})"
+
+
+# Trait structures as special cases of one another (a -> structures that contain a).
+_WIDER = {"id": {"idv"}, "idv": {"diag", "corv"}, "corv": {"corh"}, "diag": {"corh", "fa"},
+          "corh": {"corgh"}, "fa": {"us"}, "corgh": {"us"}, "us": {"corgh"}}
+
+
+def _structure_nested(small: str, big: str) -> bool | None:
+    """True if structure ``small`` is a special case of ``big``; None if a name is unknown."""
+    def norm(s):
+        s = s.strip().lower()
+        s = "diag" if s == "idh" else s
+        return ("fa", int("".join(c for c in s if c.isdigit()) or 1)) if s.startswith("fa") else (s, 0)
+    (a, ka), (b, kb) = norm(small), norm(big)
+    if a not in _WIDER or b not in _WIDER:
+        return None
+    if a == b:
+        return ka <= kb
+    seen, todo = set(), [a]
+    while todo:
+        s = todo.pop()
+        for w in _WIDER[s] - seen:
+            seen.add(w)
+            todo.append(w)
+    return b in seen
+
+
+def _check_nested(small: Result, big: Result):
+    for term, traits in small.term_traits.items():
+        if term not in big.term_traits:
+            raise ComparisonError(f"not nested: term {term!r} of the smaller model is not in the bigger one "
+                                  f"(its terms: {', '.join(big.term_traits)})")
+        if not set(traits) <= set(big.term_traits[term]):
+            raise ComparisonError(f"not nested: term {term!r} covers traits {traits} in the smaller "
+                                  f"model but {big.term_traits[term]} in the bigger one")
+        if len(traits) > 1 and traits == big.term_traits[term] and \
+                _structure_nested(small.structures[term], big.structures[term]) is False:
+            raise ComparisonError(f"not nested: term {term!r} is {small.structures[term]} in the smaller "
+                                  f"model, which is not a special case of {big.structures[term]}")
+
+
+def lrt(small: Result, big: Result, boundary=None) -> LRT:
+    """Likelihood-ratio test of a smaller (nested) REML fit against a bigger one.
+
+    Parameters
+    ----------
+    small, big : Result
+        Fits of the same data with the same fixed effects; ``big`` has more variance
+        parameters and contains ``small`` as a special case.
+    boundary : None, False, True or "mixture"
+        True / "mixture": the tested variance lies on the boundary (zero) under the null, so
+        the statistic follows the 50:50 mixture of chi2(df - 1) and chi2(df) (chi2(0) being a
+        point mass at zero) rather than chi2(df).
+
+    Returns
+    -------
+    LRT
+        statistic = 2 (logL_big - logL_small), df = difference in variance parameters,
+        pvalue, method.
+
+    Raises
+    ------
+    ComparisonError
+        Different data or fixed effects (REML likelihoods are then not comparable), a term or
+        structure of ``small`` that ``big`` does not contain, ``big`` without more parameters,
+        or ``big`` fitting worse than ``small`` (one fit did not reach its maximum).
+    """
+    if not isinstance(small, Result) or not isinstance(big, Result):
+        raise ComparisonError("lrt compares two mvreml.Result objects")
+    if small.n_obs != big.n_obs:
+        raise ComparisonError(f"the fits use different numbers of observations ({small.n_obs} vs {big.n_obs})")
+    if small.model["data_signature"] != big.model["data_signature"]:
+        raise ComparisonError("the fits are of different data (data signatures differ)")
+    fs, fb = (" ".join(str(m.model["fixed"]).split()) for m in (small, big))
+    if fs != fb or small.rank_x != big.rank_x:
+        what = f"{fs!r} vs {fb!r}" if fs != fb else f"rank of X {small.rank_x} vs {big.rank_x}"
+        raise ComparisonError(f"the fixed effects differ ({what}): REML likelihoods of "
+                              f"different fixed models are not comparable (test fixed "
+                              f"effects with res.wald())")
+    df = big.n_varparams - small.n_varparams
+    if df <= 0:
+        raise ComparisonError(f"the bigger model has {big.n_varparams} variance parameters, not more than "
+                              f"the smaller one's {small.n_varparams}: pass the smaller model first")
+    _check_nested(small, big)
+    stat = 2.0 * (big.loglik - small.loglik)
+    if stat < -2e-6:
+        raise ComparisonError(
+            f"the bigger model's log-likelihood ({big.loglik:.6f}) is below the smaller one's "
+            f"({small.loglik:.6f}); a model containing another cannot fit worse, so one fit has not "
+            f"reached its maximum: refit the bigger model starting from the smaller one's estimates")
+    for m, which in ((small, "smaller"), (big, "bigger")):
+        if not m.converged:
+            warnings.warn(f"the {which} model did not converge ({m.reason}); the test may be wrong",
+                          ConvergenceWarning, stacklevel=2)
+    stat = max(stat, 0.0)
+    if boundary in (None, False):
+        return LRT(stat, df, float(stats.chi2.sf(stat, df)), f"chi2({df})")
+    if boundary not in (True, "mixture"):
+        raise ComparisonError(f"boundary must be None, False, True or 'mixture', got {boundary!r}")
+    lower = float(stats.chi2.sf(stat, df - 1)) if df > 1 else float(stat <= 0.0)
+    return LRT(stat, df, 0.5 * lower + 0.5 * float(stats.chi2.sf(stat, df)),
+               f"0.5 chi2({df - 1}) + 0.5 chi2({df})")
