@@ -1,0 +1,314 @@
+"""The ``mvreml`` command line: ``mvreml fit`` (a model on a CSV/Parquet file) and
+``mvreml demo`` (the seed's trial end to end).
+
+Exit codes: 0 converged; 1 internal error (a bug: traceback shown); 2 bad input (arguments,
+files, formulas, data, pedigrees, starting values); 3 the fit did not converge or failed
+numerically (when a fit was produced its files are still written).  User errors print one
+line ``mvreml: error: <message>`` on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import re
+import sys
+import warnings
+from pathlib import Path
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NOT_CONVERGED = 0, 1, 2, 3
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class InputError(Exception):
+    """A problem with the command's input found by the CLI itself (files, JSON, arguments)."""
+
+
+# ---------------------------------------------------------------------- arguments
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mvreml", description="Multivariate linear mixed models by AI-REML.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{fit,demo}")
+    d = sub.add_parser("demo", help="the seed's two-trait trial on simulated data, LRT included",
+                       description="Simulate a randomized complete block trial (velocity, density) and fit "
+                                   "the univariate, diag (model 3), us (model 4) and corgh models.")
+    d.add_argument("--seed", type=int, default=1, help="seed of the simulated trial (default 1)")
+    d.add_argument("--plots", metavar="DIR", help="write PNG figures into DIR (needs matplotlib)")
+    f = sub.add_parser("fit", help="fit a model to a CSV or Parquet file",
+                       description="Fit a (multivariate) linear mixed model; write varcomp.csv, fixef.csv, "
+                                   "blup_<term>.csv and result.json into --out.",
+                       epilog='example: mvreml fit trial.csv --fixed "cbind(velocity, density) ~ trait" '
+                              '--random "~ us(trait):Family + diag(trait):Block" '
+                              '--residual "~ units:us(trait)" --out results/')
+    f.add_argument("data", metavar="DATA", help="data file: .csv (or .parquet, with pyarrow installed)")
+    f.add_argument("--fixed", required=True, help='response and fixed effects, e.g. "y ~ 1 + sex"')
+    f.add_argument("--random", help='random terms, e.g. "~ us(trait):Family + vm(animal, ped)"')
+    f.add_argument("--residual", help='residual structure, e.g. "~ units:us(trait)"')
+    f.add_argument("--relmat", action="append", default=[], metavar="NAME=FILE",
+                   help="relationship used as vm(factor, NAME): a 3-column pedigree CSV (animal, sire, dam) "
+                        "or a labelled square matrix CSV (first column = labels); repeatable")
+    f.add_argument("--weights", metavar="COLUMN", help="column of weights (residual variance / w)")
+    f.add_argument("--init", metavar="JSON", help='starting values: {"term": number | [[...]] | '
+                                                  '{"trait": {"trait": value}}}')
+    f.add_argument("--fix", nargs="+", action="extend", default=[], metavar="TERM",
+                   help="hold these terms at their --init values")
+    f.add_argument("--factors", nargs="+", action="extend", default=[], metavar="COLUMN",
+                   help="treat these columns as factors (numeric fixed-effect columns are covariates "
+                        "otherwise; random-term columns are always factors)")
+    f.add_argument("--maxiter", type=int, default=50, help="maximum number of iterations (default 50)")
+    f.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    f.add_argument("--quiet", action="store_true", help="no iteration log or summary, only warnings, errors "
+                                                        "and a one-line result")
+    return p
+
+
+# ---------------------------------------------------------------------- inputs
+def _file(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} {path!r} not found")
+    if not p.is_file():
+        raise InputError(f"{what} {path!r} is not a file")
+    return p
+
+
+def read_data(path: str, factors=()):
+    """Read a CSV or Parquet data file; ``factors`` columns become categoricals of labels."""
+    import pandas as pd
+
+    p = _file(path, "data file")
+    try:
+        if p.suffix.lower() in PARQUET_SUFFIXES:
+            if not any(importlib.util.find_spec(m) for m in ("pyarrow", "fastparquet")):
+                raise InputError(f"reading the Parquet file {path!r} needs pyarrow: pip install pyarrow "
+                                 f"(or give the data as CSV)")
+            df = pd.read_parquet(p)
+        else:
+            df = pd.read_csv(p)
+    except InputError:
+        raise
+    except (ValueError, UnicodeDecodeError, OSError) as exc:   # pandas' parser and empty-data errors
+        raise InputError(f"cannot read data file {path!r}: {exc}") from None
+    if df.shape[1] == 0 or len(df) == 0:
+        raise InputError(f"data file {path!r} has no rows or no columns")
+    missing = [c for c in factors if c not in df.columns]
+    if missing:
+        raise InputError(f"--factors names columns {missing} that are not in {path!r} "
+                         f"(columns: {', '.join(map(str, df.columns[:20]))})")
+    for col in factors:
+        labels = df[col].astype("string")
+        # 3.0 and 3 are the same level (a numeric column with NaN is read as float)
+        labels = labels.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
+        df[col] = labels.astype("category")
+    return df
+
+
+def read_relmats(specs) -> dict:
+    """NAME=FILE pairs -> {NAME: Pedigree or labelled square DataFrame}."""
+    import pandas as pd
+
+    from .pedigree import Pedigree
+
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InputError(f"--relmat expects NAME=FILE (e.g. ped=pedigree.csv), got {spec!r}")
+        name = name.strip()
+        p = _file(path.strip(), f"relationship file for {name!r}")
+        try:
+            head = pd.read_csv(p, nrows=5, sep=None, engine="python")
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            raise InputError(f"cannot read relationship file {str(p)!r}: {exc}") from None
+        labels = set(map(str, head.iloc[:, 0]))
+        looks_square = len(head) == head.shape[1] - 1 and set(map(str, head.columns[1:])) == labels
+        if head.shape[1] == 3 and not looks_square:
+            out[name] = Pedigree(p)
+            continue
+        try:
+            mat = pd.read_csv(p, index_col=0, sep=None, engine="python")
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            raise InputError(f"cannot read relationship file {str(p)!r}: {exc}") from None
+        if mat.shape[0] != mat.shape[1]:
+            raise InputError(f"relationship file {str(p)!r} has {head.shape[1]} columns: neither a pedigree "
+                             f"(3 columns) nor a labelled square matrix (it is {mat.shape[0]} x "
+                             f"{mat.shape[1]} after the label column)")
+        mat.index = mat.index.astype(str)
+        mat.columns = mat.columns.astype(str)
+        out[name] = mat
+    return out
+
+
+def read_init(path: str) -> dict:
+    """init JSON -> {term: float | ndarray | trait-labelled DataFrame}."""
+    import numpy as np
+    import pandas as pd
+
+    p = _file(path, "init file")
+    try:
+        raw = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"cannot read init file {path!r}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"init file {path!r} must hold a JSON object {{term: value}}")
+    out = {}
+    for term, value in raw.items():
+        if isinstance(value, bool) or value is None:
+            raise InputError(f"init for {term!r} must be a number, a matrix or {{trait: {{trait: value}}}}")
+        if isinstance(value, (int, float)):
+            out[term] = float(value)
+        elif isinstance(value, list):
+            try:
+                out[term] = np.array(value, dtype=float)
+            except (TypeError, ValueError):
+                raise InputError(f"init for {term!r} is not a numeric matrix: {value!r}") from None
+        elif isinstance(value, dict):
+            try:
+                m = pd.DataFrame(value, dtype=float).T     # outer key = row trait
+            except (TypeError, ValueError):
+                raise InputError(f"init for {term!r} is not a {{trait: {{trait: number}}}} table") from None
+            traits = sorted(set(m.index) | set(m.columns), key=lambda t: (t not in m.index, str(t)))
+            m = m.reindex(index=traits, columns=traits)
+            m = m.fillna(m.T)          # one triangle is enough
+            if m.isna().any().any():
+                raise InputError(f"init for {term!r} lacks some (trait, trait) entries")
+            out[term] = m
+        else:
+            raise InputError(f"init for {term!r} must be a number, a matrix or {{trait: {{trait: value}}}}")
+    return out
+
+
+# ---------------------------------------------------------------------- outputs
+def _safe_name(term: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", str(term)).strip("_") or "term"
+
+
+def write_outputs(res, out: Path) -> list:
+    """varcomp.csv, fixef.csv, blup_<term>.csv and result.json into ``out``; the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "varcomp.csv", out / "fixef.csv"]
+    res.varcomp.to_csv(paths[0], index_label="component")
+    res.fixef.to_csv(paths[1], index_label="effect")
+    for term in res.blups:
+        path = out / f"blup_{_safe_name(term)}.csv"
+        res.blup(term).to_csv(path, index_label=term)
+        paths.append(path)
+    paths.append(out / "result.json")
+    paths[-1].write_text(res.to_json(indent=1))
+    return paths
+
+
+# ---------------------------------------------------------------------- commands
+def _configure_logging(quiet: bool) -> logging.Handler:
+    """A stderr handler on the "mvreml" logger (INFO: the iteration log; WARNING if quiet)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger = logging.getLogger("mvreml")
+    logger.addHandler(handler)
+    handler.previous_level = logger.level
+    if logger.getEffectiveLevel() > handler.level:
+        logger.setLevel(handler.level)
+    return handler
+
+
+def _cmd_fit(args) -> int:
+    if args.maxiter < 0:
+        raise InputError(f"--maxiter must be 0 or more, got {args.maxiter}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"--out {args.out!r} exists and is not a directory")
+    from .errors import ConvergenceWarning
+
+    # warnings (rows dropped, founders added, boundaries) become one-line notes on stderr;
+    # non-convergence gets its own message below
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        def flush():
+            _report_warnings(caught, ConvergenceWarning)
+            caught.clear()
+        try:
+            return _fit_and_write(args, flush)
+        finally:
+            flush()
+
+
+def _fit_and_write(args, flush) -> int:
+    from .api import fit
+    from .errors import FactorizationError
+
+    data = read_data(args.data, args.factors)
+    relmat = read_relmats(args.relmat)
+    init = read_init(args.init) if args.init else None
+    logging.getLogger("mvreml").info(f"mvreml fit: {args.data}: {len(data)} rows, {data.shape[1]} columns")
+    try:
+        res = fit(args.fixed, random=args.random, residual=args.residual, data=data, relmat=relmat or None,
+                  init=init, fix=args.fix or None, weights=args.weights, maxiter=args.maxiter)
+    except FactorizationError as exc:
+        flush()
+        print(f"mvreml: the fit failed: {exc}", file=sys.stderr)
+        return EXIT_NOT_CONVERGED
+    flush()
+    try:
+        paths = write_outputs(res, Path(args.out))
+    except OSError as exc:
+        raise InputError(f"cannot write the results into {args.out!r}: {exc}") from None
+    if args.quiet:
+        print(f"log L {res.loglik:.6f}, {'converged' if res.converged else 'NOT converged'} after "
+              f"{res.iterations} iterations; files in {args.out}")
+    else:
+        print(res.summary())
+        print("\nwritten: " + ", ".join(str(p) for p in paths))
+    if not res.converged:
+        print(f"mvreml: did not converge: {res.reason}", file=sys.stderr)
+        return EXIT_NOT_CONVERGED
+    return EXIT_OK
+
+
+def _report_warnings(caught, skip) -> None:
+    seen = set()
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, skip) or text in seen:
+            continue
+        seen.add(text)
+        print(f"mvreml: warning: {text}", file=sys.stderr)
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(seed=args.seed, plots=args.plots)
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``mvreml`` console script; returns the exit code."""
+    from .errors import MvremlError
+
+    args = _parser().parse_args(argv)       # bad arguments: argparse prints usage and exits 2
+    # the demo's eight fits would flood stderr with iteration logs: only warnings there
+    handler = _configure_logging(args.command == "demo" or args.quiet)
+    try:
+        if args.command == "demo":
+            return _cmd_demo(args)
+        return _cmd_fit(args)
+    except (InputError, MvremlError) as exc:
+        print(f"mvreml: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except ImportError as exc:          # optional dependency missing (matplotlib for --plots)
+        if "pip install" not in str(exc):
+            raise
+        print(f"mvreml: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("mvreml: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        logger = logging.getLogger("mvreml")
+        logger.removeHandler(handler)
+        logger.setLevel(handler.previous_level)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
