@@ -74,6 +74,10 @@ CASES = [
      "~ us(trait):A", "~ units:corgh(trait)", None),
     (dict(traits=("y1", "y2"), missing=0.1), "cbind(y1, y2) ~ trait + sex",
      "~ at(trait, y2):A + us(trait):B", "~ units:us(trait)", None),
+    (dict(traits=("y1", "y2", "y3"), missing=0.15, n=50), "cbind(y1, y2, y3) ~ trait",
+     "~ fa(trait, 1):A + diag(trait):B", "~ id(units):us(trait)", None),
+    (dict(traits=("y1", "y2", "y3", "y4"), missing=0.2, n=40, weights=True), "cbind(y1, y2, y3, y4) ~ trait",
+     "~ fa(trait, 2):A", "~ units:diag(trait)", "w"),
 ]
 
 
