@@ -49,25 +49,17 @@ def independent_columns(X: sp.spmatrix, tol: float = _TOL) -> tuple[list, list]:
 
 
 def _sequential(xtx: np.ndarray, tol: float) -> list:
-    """Left-to-right Cholesky with dropping of columns whose pivot is ~0 (blocked by halves)."""
+    """Left-to-right Cholesky of X'X that skips columns whose pivot is ~0 (aliased with earlier ones)."""
     k = xtx.shape[0]
     keep: list = []
     L = np.zeros((k, k))
+    m = 0
     for j in range(k):
-        if keep:
-            Lk = L[np.ix_(keep, keep)]
-            v = sla.solve_triangular(Lk, xtx[keep, j], lower=True)
-            d = xtx[j, j] - v @ v
-        else:
-            v = np.zeros(0)
-            d = xtx[j, j]
+        v = sla.solve_triangular(L[:m, :m], xtx[keep, j], lower=True) if m else np.zeros(0)
+        d = xtx[j, j] - v @ v
         if d > tol * xtx[j, j]:
-            idx = len(keep)
+            L[m, :m] = v
+            L[m, m] = np.sqrt(d)
             keep.append(j)
-            Lnew = np.zeros((idx + 1, idx + 1))
-            if idx:
-                Lnew[:idx, :idx] = L[np.ix_(keep[:-1], keep[:-1])]
-                Lnew[idx, :idx] = v
-            Lnew[idx, idx] = np.sqrt(d)
-            L[np.ix_(keep, keep)] = Lnew
+            m += 1
     return keep
