@@ -41,6 +41,8 @@ class RandomDesign:
         log|K|.
     identity : bool
         True when K = I (no relationship matrix).
+    kdiag : np.ndarray or None
+        diag(K) when known (1 + F for a pedigree), for reliabilities.
     """
 
     term: RandomTerm
@@ -50,6 +52,7 @@ class RandomDesign:
     kinv: sp.csc_matrix
     logdet_k: float
     identity: bool
+    kdiag: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -396,4 +399,5 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict) ->
         raise RelmatError(f"{len(missing)} levels of {term.name!r} in the data are not in relationship "
                           f"{term.relmat!r}: {shown}", labels=list(missing))
     return RandomDesign(term=term, traits=tr, levels=levels, level_of_unit=level_of_unit.astype(np.int64),
-                        kinv=sp.csc_matrix(rel.kinv()), logdet_k=float(rel.logdet()), identity=False)
+                        kinv=sp.csc_matrix(rel.kinv()), logdet_k=float(rel.logdet()), identity=False,
+                        kdiag=rel.diagonal())

@@ -42,12 +42,19 @@ class RelationshipMatrix:
     """
 
     def __init__(self, labels: np.ndarray, kinv: sp.csc_array, logdet: float, kind: str,
-                 name: str = "relmat"):
+                 name: str = "relmat", diagonal: np.ndarray | None = None):
         self.labels = labels
         self._kinv = kinv
         self._logdet = float(logdet)
         self.kind = kind
         self.name = name
+        self._diagonal = diagonal
+
+    def diagonal(self) -> np.ndarray | None:
+        """diag(K) in ``labels`` order (1 + F for a pedigree), or None when only K^-1 was given.
+
+        Used for reliabilities: 1 - PEV / (K_ii sigma^2)."""
+        return self._diagonal
 
     def kinv(self) -> sp.csc_array:
         """K^-1 as scipy.sparse CSC (full symmetric), rows/columns in ``labels`` order."""
@@ -75,7 +82,8 @@ class RelationshipMatrix:
         """
         values, labs = _labelled_square(matrix, labels, name)
         inv, logdet = _invert(values, labs, name, what="G")
-        return cls(labs, inv, logdet, "G", name)
+        diag = values.diagonal() if sp.issparse(values) else np.diag(values)
+        return cls(labs, inv, logdet, "G", name, diagonal=np.asarray(diag, float).copy())
 
     @classmethod
     def from_inverse(cls, matrix, labels=None, name: str = "relmat") -> "RelationshipMatrix":
@@ -112,6 +120,10 @@ class _PedigreeRelmat(RelationshipMatrix):
 
     def kinv(self) -> sp.csc_array:
         return self.pedigree.ainv()
+
+    def diagonal(self) -> np.ndarray:
+        """1 + F, the diagonal of A (true inbreeding even when A^-1 ignores it)."""
+        return 1.0 + self.pedigree.inbreeding.to_numpy(dtype=float)
 
     def logdet(self) -> float:
         if self._logdet is None:

@@ -83,7 +83,7 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
                          index=pd.Index(d.fixef_names, name="effect"))
     fixef_vcov = model.fixed_vcov()
     blups = {}
-    for rd, off in zip(d.random, model.pattern.offsets):
+    for rd, off, block in zip(d.random, model.pattern.offsets, model.blocks[:-1]):
         n = rd.q * rd.t
         U = sol[off:off + n].reshape(rd.q, rd.t)
         pev = diag[off:off + n].reshape(rd.q, rd.t)
@@ -91,6 +91,12 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
         df = pd.DataFrame(U, index=pd.Index(rd.levels, name=rd.name), columns=tr)
         for j, name in enumerate(tr):
             df[f"pev_{name}"] = pev[:, j]
+        if rd.kdiag is not None:
+            # reliability 1 - PEV / (K_ii sigma^2): K_ii = 1 + F for a pedigree
+            Gm = block.structure.matrix(theta[block.slice])
+            for j, name in enumerate(tr):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    df[f"reliability_{name}"] = 1.0 - pev[:, j] / (rd.kdiag * Gm[j, j])
         blups[rd.name] = df
 
     diagnostics = list(d.messages) + list(state.messages)

@@ -201,3 +201,29 @@ def test_blupf90_quicktour_two_traits_without_inbreeding(data_dir):
     np.testing.assert_allclose(got, np.array(list(EBV.values())), atol=1e-5)
     # A and S are confounded: per trait 3 A levels + 1 S contrast + x are estimable
     assert res.rank_x == 10
+
+
+def test_mrode_3_1_reliability(data_dir):
+    """Book p.45: reliability of animal 1 = 0.058 (PEV 18.84, sigma_a^2 = 20, F = 0)."""
+    d = data_dir / "mrode2014"
+    ped = _ws(d / "pedigree_mr03a.txt", header=None, names=["animal", "sire", "dam"])
+    dat = _ws(d / "data_mr03a.txt", header=None, names=["animal", "sex", "sire", "dam", "wwg"])
+    dat["sex"] = dat["sex"].astype(str)
+    res = mvreml.fit("wwg ~ 0 + sex", random="~ vm(animal, ped)", data=dat, relmat={"ped": ped},
+                     init={"animal": 20.0, "units": 40.0}, fix=["animal", "units"])
+    blup = res.blup("animal")
+    assert blup.loc["1", "reliability_wwg"] == pytest.approx(1 - 18.84 / 20, abs=1e-3)
+    np.testing.assert_allclose(blup["reliability_wwg"], 1 - blup["pev_wwg"] / 20.0, rtol=1e-12)
+
+
+def test_reliability_uses_inbreeding(data_dir):
+    """With inbred animals the reliability divides by (1 + F) sigma_a^2."""
+    d = data_dir / "blupf90_quicktour_mt"
+    dat = _ws(d / "data5.txt", header=None, names=["y1", "y2", "A", "S", "x", "animal"])
+    ped = mvreml.Pedigree(_ws(d / "pedigree5.txt", header=None))
+    res = mvreml.fit("y1 ~ 1 + x", random="~ vm(animal, ped)", data=dat, relmat={"ped": ped},
+                     init={"animal": 0.5, "units": 2.0}, fix=["animal", "units"])
+    blup = res.blup("animal")
+    F = ped.inbreeding.reindex(blup.index).to_numpy()
+    assert F.max() > 0
+    np.testing.assert_allclose(blup["reliability_y1"], 1 - blup["pev_y1"] / ((1 + F) * 0.5), rtol=1e-12)
