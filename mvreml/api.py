@@ -15,12 +15,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import errors
 from .design import Design, build_design
-from .errors import BoundaryWarning, ConvergenceWarning, ModelError, StartingValueError
+from .errors import BoundaryWarning, ConvergenceWarning, StartingValueError
 from .formula import parse_fixed, parse_random, parse_residual
 from .likelihood import Infeasible, ParamBlock, REMLModel
 from .reml import Control, FitState, iterate
 from .report import build_result
+from .start import (as_matrix, check_traits, fixed_mask, pairwise_init, phenotypic_covariance,
+                    starting_values, unit_residuals)
 from .structures import make_structure
 
 log = logging.getLogger("mvreml")
@@ -46,9 +49,12 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     relmat : dict, optional
         Names used in ``vm(factor, name)`` -> a :class:`mvreml.Pedigree`, a pedigree table,
         or a labelled relationship matrix (see :func:`mvreml.relmat.as_relmat`).
-    init : dict, optional
+    init : dict or "pairwise", optional
         Starting values per term name ("units" for the residual): a float (univariate),
-        a t x t array, or a trait-labelled DataFrame.
+        a t x t array, or a trait-labelled DataFrame; terms not named start from their
+        formula ``init=c(...)`` or from a share of the phenotypic (co)variance.
+        ``"pairwise"``: fit the univariate (and, for 3+ traits, bivariate) sub-models first
+        and start from their combined, positive-definite estimates.
     fix : list of str, optional
         Terms held at their `init` values (BLUP with known variances).
     weights : str, optional
@@ -65,39 +71,74 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     Returns
     -------
     mvreml.Result
+
+    Raises
+    ------
+    ModelError
+        A response that is an exact copy (or linear combination) of others.
+    StartingValueError
+        Starting values that are not positive definite or name unknown terms / traits.
     """
     t_start = time.perf_counter()
-    timer = Timer()
     fspec = parse_fixed(fixed)
     rspec = parse_random(random, fspec.response)
     resid = parse_residual(residual, fspec.response)
-    with timer("design"):
-        design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights)
-    blocks = _blocks(design, resid)
-    terms = [b.name for b in blocks]
-    theta0, scale = _starting_values(design, blocks, init)
-    fixed_mask = _fixed_mask(blocks, fix, init, terms)
-    if fixed_mask.all() and maxiter > 0:
-        maxiter_eff = 0
-    else:
-        maxiter_eff = maxiter
-    model = REMLModel(design, blocks, ordering=ordering, timer=timer)
-    control = Control(maxiter=maxiter_eff, tol_loglik=tol, verbose=verbose)
-    try:
-        state = iterate(model, theta0, fixed_mask, scale, control)
-    except Infeasible as exc:
-        raise StartingValueError(f"cannot start the fit: {exc}") from None
-    if fixed_mask.all():
-        state.converged = True
-        state.reason = "all variance parameters fixed: BLUP with known variances"
-    result = build_result(model, state, fixed, random, resid.label if residual is None else residual,
-                          timer=timer, seconds=time.perf_counter() - t_start)
+    options = dict(relmat=relmat, weights=weights, maxiter=maxiter, verbose=verbose, ordering=ordering,
+                   tol=tol)
+    label = resid.label if residual is None else residual
+    result, state = _fit_parsed(fspec, rspec, resid, data, init=init, fix=fix, labels=(fixed, random, label),
+                                **options)
+    result.model["seconds"] = float(time.perf_counter() - t_start)
     if not state.converged:
         warnings.warn(state.reason, ConvergenceWarning, stacklevel=2)
+    for category, text in state.warnings:
+        warnings.warn(text, getattr(errors, category), stacklevel=2)
     if state.bound is not None and state.bound.any():
         warnings.warn("; ".join(m for m in result.diagnostics if "boundary" in m) or "a component is at its boundary",
                       BoundaryWarning, stacklevel=2)
     return result
+
+
+def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, relmat=None, weights=None,
+                maxiter=50, verbose=False, ordering="default", tol=1e-7):
+    """The fit on parsed formula pieces (also used for the sub-models of init="pairwise").
+
+    Returns (Result, FitState); warnings are left to the caller.
+    """
+    t_start = time.perf_counter()
+    timer = Timer()
+    with timer("design"):
+        design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights)
+    Y = unit_residuals(design)
+    check_traits(design, Y)
+    P = phenotypic_covariance(design, Y)
+    blocks = _blocks(design, resid)
+    terms = [b.name for b in blocks]
+    if isinstance(init, str):
+        if init != "pairwise":
+            raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")
+        options = dict(relmat=relmat, weights=weights, maxiter=maxiter, ordering=ordering, tol=tol)
+        init = pairwise_init(fspec, rspec, resid, data,
+                             lambda f, r, e: _fit_parsed(f, r, e, data, **options)[0],
+                             pd.DataFrame(P, index=design.traits, columns=design.traits))
+    elif init is not None and not isinstance(init, Mapping):
+        raise StartingValueError(f"init= takes a dict {{term: matrix}} or 'pairwise', not {type(init).__name__}")
+    theta0, scale = starting_values(design, blocks, init, P)
+    fixed_mask_ = fixed_mask(blocks, fix, init, terms)
+    maxiter_eff = 0 if fixed_mask_.all() else maxiter
+    model = REMLModel(design, blocks, ordering=ordering, timer=timer)
+    control = Control(maxiter=maxiter_eff, tol_loglik=tol, verbose=verbose)
+    try:
+        state = iterate(model, theta0, fixed_mask_, scale, control)
+    except Infeasible as exc:
+        raise StartingValueError(f"cannot start the fit: {exc}") from None
+    if fixed_mask_.all():
+        state.converged = True
+        state.reason = "all variance parameters fixed: BLUP with known variances"
+    fixed, random, residual = labels or (None, None, resid.label)
+    result = build_result(model, state, fixed, random, residual, timer=timer,
+                          seconds=time.perf_counter() - t_start)
+    return result, state
 
 
 def _blocks(design: Design, resid) -> list:
@@ -113,111 +154,10 @@ def _blocks(design: Design, resid) -> list:
     return blocks
 
 
-def _residual_variances(design: Design) -> np.ndarray:
-    """Per-trait variance of y after the fixed effects (least squares), the scale of everything."""
-    import scipy.sparse.linalg as spla
-
-    X = design.X
-    if X.shape[1]:
-        b = spla.lsqr(X, design.y, atol=1e-10, btol=1e-10)[0]
-        r = design.y - X @ b
-    else:
-        r = design.y
-    out = np.zeros(design.t)
-    for j in range(design.t):
-        rj = r[design.obs_trait == j]
-        v = float(np.var(rj)) if len(rj) > 1 else 0.0
-        if not np.isfinite(v) or v <= 0:
-            v = float(np.var(design.y[design.obs_trait == j])) or 1.0
-        out[j] = v
-    return out
-
-
-def _as_matrix(value, traits, term) -> np.ndarray:
-    t = len(traits)
-    if isinstance(value, pd.DataFrame):
-        missing = [x for x in traits if x not in value.index or x not in value.columns]
-        if missing:
-            raise StartingValueError(f"init for {term!r} lacks traits {missing} (it has {list(value.index)})",
-                                     term=term)
-        M = value.loc[list(traits), list(traits)].to_numpy(dtype=float)
-    elif np.isscalar(value):
-        if t != 1:
-            raise StartingValueError(f"init for {term!r} is a number but the term covers {t} traits: "
-                                     f"give a {t} x {t} matrix", term=term)
-        M = np.array([[float(value)]])
-    else:
-        M = np.asarray(value, dtype=float)
-        if M.ndim == 1 and M.size == 1:
-            M = M.reshape(1, 1)
-        if M.shape != (t, t):
-            raise StartingValueError(f"init for {term!r} has shape {M.shape}, expected ({t}, {t}) for "
-                                     f"traits {list(traits)}", term=term)
-    if not np.allclose(M, M.T, rtol=1e-8, atol=0):
-        raise StartingValueError(f"init for {term!r} is not symmetric", term=term)
-    try:
-        np.linalg.cholesky(M)
-    except np.linalg.LinAlgError:
-        ev = np.linalg.eigvalsh(M)
-        raise StartingValueError(f"init for {term!r} is not positive definite (smallest eigenvalue "
-                                 f"{ev.min():.3g})", term=term) from None
-    return M
-
-
-def _starting_values(design: Design, blocks, init):
-    """Default: the residual variance of each trait split half to the residual, half among the
-    random terms; user values (init=) replace those of the terms they name."""
-    init = dict(init or {})
-    names = {b.name for b in blocks}
-    unknown = [k for k in init if k not in names]
-    if unknown:
-        raise StartingValueError(f"init names terms {unknown} that are not in the model "
-                                 f"(terms: {sorted(names)})", term=unknown[0])
-    v = _residual_variances(design)
-    n_rand = max(len(blocks) - 1, 1)
-    theta = np.zeros(blocks[-1].stop)
-    scale = np.zeros(blocks[-1].stop)
-    for b in blocks:
-        if b.k is None:
-            idx = np.arange(design.t)
-            share = 0.5 if len(blocks) > 1 else 1.0
-        else:
-            idx = design.random[b.k].traits
-            share = 0.5 / n_rand
-        traits = tuple(design.traits[i] for i in idx)
-        vd = v[idx]
-        if b.name in init:
-            M = _as_matrix(init[b.name], traits, b.name)
-        else:
-            M = np.diag(vd * share)
-        if b.stop > b.start:
-            th = np.asarray(b.structure.from_matrix(M), float)
-            if not b.structure.feasible(th):
-                raise StartingValueError(f"starting values of {b.name!r} are outside the parameter space of "
-                                         f"{b.structure.name}()", term=b.name)
-            theta[b.slice] = th
-            sc = []
-            for kind, pair in zip(b.structure.kinds(), b.structure.trait_pairs()):
-                if kind == "correlation":
-                    sc.append(1.0)
-                elif pair is not None:
-                    sc.append(float(np.sqrt(vd[pair[0]] * vd[pair[1]])))
-                else:
-                    sc.append(float(np.sqrt(vd.mean())))
-            scale[b.slice] = sc
-    return theta, scale
-
-
-def _fixed_mask(blocks, fix, init, terms) -> np.ndarray:
-    mask = np.zeros(blocks[-1].stop, bool)
-    for name in fix or []:
-        if name not in terms:
-            raise ModelError(f"fix= names term {name!r}, which is not in the model (terms: {terms})")
-        if not init or name not in init:
-            raise StartingValueError(f"fix= holds {name!r} but init= gives no value for it", term=name)
-        b = next(b for b in blocks if b.name == name)
-        mask[b.slice] = True
-    return mask
+# kept under their former names for callers of the private API
+_as_matrix = as_matrix
+_starting_values = starting_values
+_fixed_mask = fixed_mask
 
 
 class Timer:

@@ -1,0 +1,305 @@
+"""Starting values: user values (``init=``), the default split of the phenotypic (co)variance
+among the terms, and ``init="pairwise"`` (univariate and bivariate sub-model fits combined).
+
+The default gives every term a share of the phenotypic covariance matrix P of the traits
+(residuals after the fixed effects, pairwise-complete): half to the residual and half split
+evenly among the random terms, covariances included, so every starting matrix has the
+phenotypic correlations and is positive definite. ``scale`` (a typical magnitude of each
+parameter, from P) sets the boundary values and relative steps of the iteration.
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from .design import Design
+from .diagnose import duplicate_traits
+from .errors import ModelError, MvremlError, StartingValueError
+from .formula import FixedSpec, Response, VarianceSpec
+from .structures import nearest_pd
+
+_MAX_START_COR = 0.95      # |correlation| of a combined starting matrix at most this
+_MIN_START_VAR = 1e-3      # a starting variance at least this share of the phenotypic variance
+
+
+def unit_residuals(design: Design) -> np.ndarray:
+    """Residuals after the fixed effects (least squares), n_units x t, NaN where missing."""
+    import scipy.sparse.linalg as spla
+
+    X = design.X
+    r = design.y
+    if X.shape[1]:
+        b = spla.lsqr(X, design.y, atol=1e-12, btol=1e-12, iter_lim=2 * X.shape[1] + 100)[0]
+        r = design.y - X @ b
+    Y = np.full((design.n_units, design.t), np.nan)
+    Y[design.obs_unit, design.obs_trait] = r
+    return Y
+
+
+def phenotypic_covariance(design: Design, Y: np.ndarray | None = None) -> np.ndarray:
+    """Positive definite phenotypic covariance of the traits (pairwise-complete residuals).
+
+    Variances that cannot be computed fall back to the variance of y; correlations that
+    cannot be computed (traits never observed together) are 0; the correlation matrix is
+    made positive definite with eigenvalues >= 0.05 and |r| <= 0.95.
+    """
+    Y = unit_residuals(design) if Y is None else Y
+    t = design.t
+    v = np.ones(t)
+    for j in range(t):
+        col = Y[~np.isnan(Y[:, j]), j]
+        vj = float(np.var(col)) if len(col) > 1 else 0.0
+        if not (np.isfinite(vj) and vj > 0):
+            yj = design.y[design.obs_trait == j]
+            vj = float(np.var(yj)) if len(yj) > 1 else 0.0
+        v[j] = vj if np.isfinite(vj) and vj > 0 else 1.0
+    R = np.eye(t)
+    for a, b in itertools.combinations(range(t), 2):
+        both = ~np.isnan(Y[:, a]) & ~np.isnan(Y[:, b])
+        if both.sum() > 2:
+            x, y = Y[both, a] - Y[both, a].mean(), Y[both, b] - Y[both, b].mean()
+            den = np.sqrt((x @ x) * (y @ y))
+            if den > 0:
+                R[a, b] = R[b, a] = float(x @ y / den)
+    sd = np.sqrt(v)
+    return _tidy_correlation(R, 0.05) * np.outer(sd, sd)
+
+
+def _tidy_correlation(R: np.ndarray, floor: float) -> np.ndarray:
+    """A correlation matrix made positive definite (eigenvalues >= floor) with |r| <= 0.95."""
+    R = nearest_pd(np.nan_to_num(R), floor)[0]
+    s = np.sqrt(np.diag(R))
+    R = R / np.outer(s, s)
+    off = np.max(np.abs(R - np.eye(len(R))), initial=0.0)
+    if off > _MAX_START_COR:
+        R = np.eye(len(R)) + (R - np.eye(len(R))) * (_MAX_START_COR / off)
+    return R
+
+
+def check_traits(design: Design, Y: np.ndarray) -> None:
+    """Refuse responses that are exact copies (or exact combinations) of one another."""
+    found = duplicate_traits(Y, list(design.traits))
+    if found is not None:
+        raise ModelError(found[1])
+
+
+def as_matrix(value, traits, term) -> np.ndarray:
+    """A user starting value (number, array or trait-labelled DataFrame) as a PD t x t matrix."""
+    t = len(traits)
+    if isinstance(value, pd.DataFrame):
+        missing = [x for x in traits if x not in value.index or x not in value.columns]
+        if missing:
+            raise StartingValueError(f"init for {term!r} lacks traits {missing} (it has {list(value.index)})",
+                                     term=term)
+        M = value.loc[list(traits), list(traits)].to_numpy(dtype=float)
+    elif np.isscalar(value):
+        if isinstance(value, str):
+            raise StartingValueError(f"init for {term!r} is the string {value!r}; give a number or matrix",
+                                     term=term)
+        if t != 1:
+            raise StartingValueError(f"init for {term!r} is a number but the term covers {t} traits: "
+                                     f"give a {t} x {t} matrix", term=term)
+        M = np.array([[float(value)]])
+    else:
+        M = np.asarray(value, dtype=float)
+        if M.ndim == 1 and M.size == 1:
+            M = M.reshape(1, 1)
+        if M.shape != (t, t):
+            raise StartingValueError(f"init for {term!r} has shape {M.shape}, expected ({t}, {t}) for "
+                                     f"traits {list(traits)}", term=term)
+    if not np.all(np.isfinite(M)):
+        raise StartingValueError(f"init for {term!r} has non-finite values", term=term)
+    if not np.allclose(M, M.T, rtol=1e-8, atol=0):
+        raise StartingValueError(f"init for {term!r} is not symmetric", term=term)
+    try:
+        np.linalg.cholesky(M)
+    except np.linalg.LinAlgError:
+        ev = np.linalg.eigvalsh(M)
+        raise StartingValueError(f"init for {term!r} is not positive definite (smallest eigenvalue "
+                                 f"{ev.min():.3g})", term=term) from None
+    return M
+
+
+def starting_values(design: Design, blocks, init, P: np.ndarray):
+    """theta0 and per-parameter scales.
+
+    Parameters
+    ----------
+    design : Design
+    blocks : list of ParamBlock
+    init : dict or None
+        Term name -> starting value (see :func:`as_matrix`); terms not named start from
+        their formula ``init=c(...)`` if any, else from their share of P.
+    P : ndarray
+        Phenotypic covariance (:func:`phenotypic_covariance`).
+    """
+    init = dict(init or {})
+    names = {b.name for b in blocks}
+    unknown = [k for k in init if k not in names]
+    if unknown:
+        raise StartingValueError(f"init names terms {unknown} that are not in the model "
+                                 f"(terms: {sorted(names)})", term=unknown[0])
+    v = np.diag(P)
+    n_rand = len(blocks) - 1
+    theta = np.zeros(blocks[-1].stop)
+    scale = np.zeros(blocks[-1].stop)
+    for b in blocks:
+        resid = b.k is None
+        idx = np.arange(design.t) if resid else design.random[b.k].traits
+        share = (0.5 if n_rand else 1.0) if resid else 0.5 / n_rand
+        traits = tuple(design.traits[i] for i in idx)
+        vd = v[idx]
+        if b.stop == b.start:
+            continue
+        formula_init = _formula_init(design, b)
+        if b.name in init:
+            th = np.asarray(b.structure.from_matrix(as_matrix(init[b.name], traits, b.name)), float)
+        elif formula_init is not None:
+            th = np.asarray(formula_init, float)
+            if th.shape != (b.stop - b.start,):
+                raise StartingValueError(f"init=c(...) of {b.name!r} has {th.size} values; "
+                                         f"{b.structure} needs {b.stop - b.start}", term=b.name)
+        else:
+            th = np.asarray(b.structure.from_matrix(share * P[np.ix_(idx, idx)]), float)
+        if not b.structure.feasible(th):
+            raise StartingValueError(f"starting values of {b.name!r} are outside the parameter space of "
+                                     f"{b.structure} (not positive definite)", term=b.name)
+        theta[b.slice] = th
+        scale[b.slice] = _scales(b.structure, vd)
+    return theta, scale
+
+
+def _formula_init(design: Design, block):
+    if block.k is None:
+        return None
+    return design.random[block.k].term.init
+
+
+def _scales(structure, vd: np.ndarray) -> list:
+    """Typical magnitude of each parameter: variances and covariances from the phenotypic
+    variances of their traits; a common variance (idv, corv) from the smallest of them, so
+    that its boundary value is negligible for every trait it covers."""
+    out = []
+    common = structure.name in ("idv", "corv")
+    for kind, pair in zip(structure.kinds(), structure.trait_pairs()):
+        if kind == "correlation":
+            out.append(1.0)
+        elif kind == "loading":
+            out.append(float(np.sqrt(vd.mean())))
+        elif pair is not None and not common:
+            out.append(float(np.sqrt(vd[pair[0]] * vd[pair[1]])))
+        else:
+            out.append(float(vd.min()))
+    return out
+
+
+def fixed_mask(blocks, fix, init, terms) -> np.ndarray:
+    """Parameters held at their starting values (``fix=`` names whole terms)."""
+    mask = np.zeros(blocks[-1].stop, bool)
+    for name in fix or []:
+        if name not in terms:
+            raise ModelError(f"fix= names term {name!r}, which is not in the model (terms: {terms})")
+        if not init or name not in init:
+            raise StartingValueError(f"fix= holds {name!r} but init= gives no value for it", term=name)
+        b = next(b for b in blocks if b.name == name)
+        mask[b.slice] = True
+    return mask
+
+
+# ---------------------------------------------------------------- init="pairwise"
+def _sub_structure(term, t_sub: int):
+    """The structure of a term in a sub-model on t_sub traits."""
+    if t_sub == 1:
+        return replace(term, structure="diag" if term.structure in ("corgh", "corv", "corh", "fa", "us")
+                       else term.structure, fa_k=None, init=None)
+    if term.structure == "fa" and term.fa_k >= t_sub:
+        return replace(term, structure="us", fa_k=None, init=None)
+    return replace(term, init=None)
+
+
+def sub_model(fspec: FixedSpec, rspec: VarianceSpec, resid, traits: tuple):
+    """The fixed, random and residual specifications of the model restricted to `traits`."""
+    multi = len(traits) > 1
+    fterms = []
+    for ft in fspec.terms:
+        if ft.traits is None:
+            fterms.append(ft)
+            continue
+        keep = tuple(x for x in ft.traits if x in traits)
+        if keep:
+            fterms.append(replace(ft, traits=keep))
+    fsub = FixedSpec(Response(tuple(traits), multi), fspec.intercept, tuple(fterms))
+    rterms = []
+    for rt in rspec.terms:
+        keep = traits if rt.traits is None else tuple(x for x in rt.traits if x in traits)
+        if not keep:
+            continue
+        sub = _sub_structure(rt, len(keep))
+        rterms.append(replace(sub, traits=None if rt.traits is None else keep))
+    return fsub, VarianceSpec(tuple(rterms)), _sub_structure(resid, len(traits))
+
+
+def pairwise_init(fspec, rspec, resid, data, fit_parsed, P: pd.DataFrame) -> dict:
+    """Starting matrices from univariate (and, for 3+ traits, bivariate) sub-model fits.
+
+    Parameters
+    ----------
+    fspec, rspec, resid
+        The parsed model.
+    data : DataFrame
+    fit_parsed : callable
+        ``fit_parsed(fspec, rspec, resid) -> Result`` (mvreml's fit on parsed pieces).
+    P : DataFrame
+        Phenotypic covariance, trait-labelled (fills what no sub-model gives).
+
+    Returns
+    -------
+    dict
+        Term name -> trait-labelled positive definite DataFrame.
+    """
+    traits = tuple(fspec.response.traits)
+    var: dict = {}                # (term, trait) -> list of variance estimates
+    cor: dict = {}                # (term, a, b) -> correlation estimate
+    subsets = [(x,) for x in traits]
+    if len(traits) >= 3:
+        subsets += list(itertools.combinations(traits, 2))
+    for sub in subsets:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = fit_parsed(*sub_model(fspec, rspec, resid, sub))
+        except MvremlError:       # a sub-model that cannot be fitted only loses its share
+            continue
+        for term in res.term_traits:
+            C = res.covariance(term)
+            for a in C.index:
+                if len(sub) == 1:
+                    var.setdefault((term, a), []).append(float(C.loc[a, a]))
+            if len(sub) == 2 and C.shape == (2, 2):
+                a, b = C.index
+                den = np.sqrt(max(C.loc[a, a], 0) * max(C.loc[b, b], 0))
+                if den > 0:
+                    cor[(term, a, b)] = cor[(term, b, a)] = float(C.loc[a, b] / den)
+    terms = {rt.name: (rt.traits or traits) for rt in rspec.terms}
+    terms["units"] = traits
+    n_terms = len(terms)
+    Pm = P.to_numpy()
+    rP = Pm / np.sqrt(np.outer(np.diag(Pm), np.diag(Pm)))
+    out = {}
+    for term, ttr in terms.items():
+        idx = [traits.index(x) for x in ttr]
+        share = 1.0 / n_terms
+        v = np.array([np.mean(var[(term, x)]) if (term, x) in var else share * Pm[i, i]
+                      for x, i in zip(ttr, idx)])
+        v = np.maximum(v, _MIN_START_VAR * np.diag(Pm)[idx])
+        R = np.eye(len(ttr))
+        for (i, a), (j, b) in itertools.combinations(list(enumerate(ttr)), 2):
+            R[i, j] = R[j, i] = cor.get((term, a, b), rP[idx[i], idx[j]])
+        sd = np.sqrt(v)
+        out[term] = pd.DataFrame(_tidy_correlation(R, 1e-3) * np.outer(sd, sd), index=list(ttr),
+                                 columns=list(ttr))
+    return out
