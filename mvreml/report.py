@@ -21,6 +21,11 @@ def _bound_code(kind: str, fixed: bool, bound: bool) -> str:
     return "P" if kind == "variance" else "U"
 
 
+def _expand(reduced, model) -> list:
+    """Per varcomp row (parameter order): is it part of a matrix held at reduced rank?"""
+    return [bool(reduced[i]) for b in model.blocks for i in range(b.start, b.stop)]
+
+
 def build_result(model: REMLModel, state: FitState, fixed: str, random, residual, timer=None,
                  seconds: float = 0.0):
     """Assemble the Result of a finished iteration."""
@@ -33,7 +38,10 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     multivariate = d.t > 1 or len(d.traits) > 1
     ai_inv = state.ai_inverse
     se_theta = np.sqrt(np.clip(np.diag(ai_inv), 0, None))
-    held = state.fixed | state.bound
+    reduced = state.reduced if state.reduced is not None else np.zeros(len(theta), bool)
+    # a matrix held at reduced rank keeps standard errors (it moves on its factor); a variance
+    # held at zero or a user-fixed parameter has none
+    held = state.fixed | (state.bound & ~reduced)
     se_theta[held] = np.nan
 
     rows, index = [], []
@@ -59,9 +67,12 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
         J = np.asarray(jacobian_elements(st, theta[b.slice]), float).reshape(len(vech_pairs(len(traits))),
                                                                             b.stop - b.start)
         jac_blocks.append((b, J))
-        if st.name in ("us", "corgh", "corv", "corh", "fa") and len(traits) > 1:
-            ev_min = np.linalg.eigvalsh(G).min()
-            if ev_min <= 1e-6 * max(np.trace(G) / len(traits), 1e-300):
+        if st.name in ("corv", "corh", "fa") and len(traits) > 1:
+            # us / corgh held singular are marked by the engine; these structures are checked here,
+            # in correlation form so that traits on different scales weigh alike
+            sd = np.sqrt(np.clip(np.diag(G), 1e-300, None))
+            ev_min = np.linalg.eigvalsh(G / np.outer(sd, sd)).min()
+            if ev_min <= 1e-6:
                 for r in rows[-(b.stop - b.start):]:
                     if r["kind"] == "variance" and r["bound"] != "F":
                         r["bound"] = "B"
@@ -100,7 +111,8 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
         blups[rd.name] = df
 
     diagnostics = list(d.messages) + list(state.messages)
-    at_bound = varcomp.index[varcomp["bound"] == "B"].tolist()
+    at_bound = [lab for lab, b, r in zip(varcomp.index, varcomp["bound"], _expand(reduced, model))
+                if b == "B" and not r]
     if at_bound:
         diagnostics.append("at the boundary (held there, reported with bound 'B'): " + ", ".join(at_bound))
     if not state.converged:

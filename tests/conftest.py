@@ -1,5 +1,10 @@
 """Shared fixtures: where the reference data live (../shared beside the repository)."""
+import os
 from pathlib import Path
+
+# The tests time nothing: one BLAS thread avoids oversubscribing the two cores with the many
+# small dense reference computations (set before numpy / CHOLMOD load OpenBLAS).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import pytest
 
