@@ -32,7 +32,7 @@ log = logging.getLogger("mvreml")
 def fit(fixed: str, random: str | None = None, residual: str | None = None, *, data: pd.DataFrame,
         relmat: Mapping | None = None, init=None, fix: Sequence[str] | None = None,
         weights: str | None = None, maxiter: int = 50, verbose: bool = False,
-        ordering: str = "default", tol: float = 1e-7):
+        ordering: str = "default", tol: float = 1e-7, missing_animals: str = "error"):
     """Fit a (multivariate) linear mixed model by AI-REML.
 
     Parameters
@@ -67,6 +67,9 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         CHOLMOD fill-reducing ordering.
     tol : float
         Convergence tolerance on the change in log L.
+    missing_animals : {"error", "founders"}
+        Levels of a ``vm(animal, ped)`` term that are not in the pedigree: an error naming
+        them (default), or added to the pedigree as founders (with a PedigreeWarning).
 
     Returns
     -------
@@ -84,7 +87,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     rspec = parse_random(random, fspec.response)
     resid = parse_residual(residual, fspec.response)
     options = dict(relmat=relmat, weights=weights, maxiter=maxiter, verbose=verbose, ordering=ordering,
-                   tol=tol)
+                   tol=tol, missing_animals=missing_animals)
     label = resid.label if residual is None else residual
     result, state = _fit_parsed(fspec, rspec, resid, data, init=init, fix=fix, labels=(fixed, random, label),
                                 **options)
@@ -100,7 +103,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
 
 
 def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, relmat=None, weights=None,
-                maxiter=50, verbose=False, ordering="default", tol=1e-7):
+                maxiter=50, verbose=False, ordering="default", tol=1e-7, missing_animals="error"):
     """The fit on parsed formula pieces (also used for the sub-models of init="pairwise").
 
     Returns (Result, FitState); warnings are left to the caller.
@@ -108,7 +111,8 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
     t_start = time.perf_counter()
     timer = Timer()
     with timer("design"):
-        design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights)
+        design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights,
+                              missing_animals=missing_animals)
     Y = unit_residuals(design)
     check_traits(design, Y)
     P = phenotypic_covariance(design, Y)
@@ -117,7 +121,8 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
     if isinstance(init, str):
         if init != "pairwise":
             raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")
-        options = dict(relmat=relmat, weights=weights, maxiter=maxiter, ordering=ordering, tol=tol)
+        options = dict(relmat=relmat, weights=weights, maxiter=maxiter, ordering=ordering, tol=tol,
+                       missing_animals=missing_animals)
         init = pairwise_init(fspec, rspec, resid, data,
                              lambda f, r, e: _fit_parsed(f, r, e, data, **options)[0],
                              pd.DataFrame(P, index=design.traits, columns=design.traits))

@@ -176,7 +176,8 @@ def factor_labels(data: pd.DataFrame, factors) -> np.ndarray:
 
 
 def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, residual: RandomTerm,
-                 relmat: dict | None = None, weights: str | None = None) -> Design:
+                 relmat: dict | None = None, weights: str | None = None,
+                 missing_animals: str = "error") -> Design:
     """Build the long-format design of a model.
 
     Parameters
@@ -189,6 +190,8 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
         Name -> relationship object (anything :func:`mvreml.relmat.as_relmat` accepts).
     weights : str, optional
         Column of record weights (residual variance sigma^2 / w).
+    missing_animals : {"error", "founders"}
+        Levels of a pedigree term absent from the pedigree: error, or added as founders.
 
     Returns
     -------
@@ -256,8 +259,10 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
     if dropped:
         messages.append("aliased fixed-effect columns dropped: " + ", ".join(dropped))
 
+    if missing_animals not in ("error", "founders"):
+        raise DataError(f"missing_animals={missing_animals!r}: use 'error' or 'founders'")
     relmat = relmat or {}
-    rand = [_random_design(sub, term, traits, relmat) for term in random.terms]
+    rand = [_random_design(sub, term, traits, relmat, missing_animals) for term in random.terms]
     for rd in rand:
         if rd.identity and rd.q < 2:
             raise DataError(f"random term {rd.name!r} has {rd.q} level in the data: a variance needs "
@@ -372,7 +377,8 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
     return X, names, fixed_terms, dropped
 
 
-def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict) -> RandomDesign:
+def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
+                   missing_animals: str = "error") -> RandomDesign:
     """Levels, unit -> level map and K^-1 of one random term."""
     if term.traits is None:
         tr = np.arange(len(traits))
@@ -390,14 +396,19 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict) ->
         raise RelmatError(f"term {term.label!r} uses relationship {term.relmat!r}, which is not in relmat= "
                           f"(given: {sorted(relmat) or 'none'})", labels=[term.relmat])
     rel = as_relmat(relmat[term.relmat], term.relmat)
+    absent = pd.Index(rel.labels).get_indexer(labels.astype(str)) < 0
+    if absent.any() and missing_animals == "founders" and getattr(rel, "pedigree", None) is not None:
+        rel = as_relmat(rel.pedigree.add_animals(pd.unique(labels[absent])), term.relmat)
     levels = np.asarray(rel.labels)
     index = pd.Index(levels)
     level_of_unit = index.get_indexer(labels.astype(str))
     if (level_of_unit < 0).any():
         missing = pd.unique(labels[level_of_unit < 0])
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        hint = (" (fit(..., missing_animals='founders') adds them to the pedigree as founders)"
+                if getattr(rel, "pedigree", None) is not None else "")
         raise RelmatError(f"{len(missing)} levels of {term.name!r} in the data are not in relationship "
-                          f"{term.relmat!r}: {shown}", labels=list(missing))
+                          f"{term.relmat!r}: {shown}{hint}", labels=list(missing))
     return RandomDesign(term=term, traits=tr, levels=levels, level_of_unit=level_of_unit.astype(np.int64),
                         kinv=sp.csc_matrix(rel.kinv()), logdet_k=float(rel.logdet()), identity=False,
                         kdiag=rel.diagonal())

@@ -115,3 +115,15 @@ def test_weights_scale_the_residual(df):
     assert b.varcomp.loc["units", "estimate"] == pytest.approx(4 * a.varcomp.loc["units", "estimate"], rel=1e-6)
     assert b.varcomp.loc["g", "estimate"] == pytest.approx(a.varcomp.loc["g", "estimate"], rel=1e-4)
     assert b.loglik == pytest.approx(a.loglik, abs=1e-7)   # the same V
+
+
+def test_missing_animals_added_as_founders(df):
+    ped = pd.DataFrame({"animal": ["1", "2", "3"], "sire": [0, 0, "1"], "dam": [0, 0, "2"]})
+    df["g"] = df["g"].replace({"0": "1", "4": "2"})
+    with pytest.raises(RelmatError, match="missing_animals='founders'"):
+        mvreml.fit("y ~ 1", random="~ vm(g, ped)", data=df, relmat={"ped": ped})
+    with pytest.warns(mvreml.errors.PedigreeWarning, match="added as founders"):
+        res = mvreml.fit("y ~ 1", random="~ vm(g, ped)", data=df, relmat={"ped": ped},
+                         missing_animals="founders")
+    levels = set(res.blup("g").index)
+    assert {"1", "2", "3", "5"} <= levels and "0" not in levels
