@@ -26,7 +26,10 @@ by default; ``.inbreeding`` still reports the true F.
 """
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -346,29 +349,18 @@ class Pedigree:
     def _inbreeding(self) -> tuple[np.ndarray, np.ndarray]:
         """(F, d with inbreeding), computed once."""
         if self._F is None:
-            n = len(self)
-            # F of each animal with both parents known comes from the family of the parent
-            # with more such progeny (an AI sire's, rather than a natural-service sire's):
-            # one ancestor trace per family, shared by all its progeny
-            both = np.flatnonzero((self.sire >= 0) & (self.dam >= 0))
-            size = np.bincount(self.sire[both], minlength=n) + \
-                np.bincount(self.dam[both], minlength=n)
-            s, d = self.sire[both], self.dam[both]
-            key = np.where(size[s] >= size[d], s, d)
-            progeny = both[np.argsort(key, kind="stable")]
-            ptr = np.zeros(n + 1, np.int64)
-            np.cumsum(np.bincount(key, minlength=n), out=ptr[1:])
-            F, d = np.empty(n), np.empty(n)
-            depth = int(self.generation.max()) + 1 if n else 1
-            _kern.inbreeding(self.sire, self.dam, self.generation, ptr, progeny, F, d,
-                             np.empty(n, np.int64), np.empty(2 * n + 2, np.int64),
-                             np.full(depth, -1, np.int64))
-            self._F, self._d = F, d
+            F = _inbreeding_coefficients(self.sire, self.dam, self.generation)
+            Fp = np.append(F, -1.0)                     # index -1 -> unknown parent, F = -1
+            self._F, self._d = F, 0.5 - 0.25 * (Fp[self.sire] + Fp[self.dam])
         return self._F, self._d
 
     @property
     def inbreeding(self) -> pd.Series:
-        """Inbreeding coefficients F by animal label (always the true F)."""
+        """Inbreeding coefficients F by animal label (always the true F).
+
+        Computed once; large pedigrees use up to 4 threads (fewer if OMP_NUM_THREADS says
+        so), with the same result for any number of threads.
+        """
         return pd.Series(self._inbreeding()[0], index=pd.Index(self.ids, name="animal"),
                          name="F")
 
@@ -442,3 +434,100 @@ class Pedigree:
         return pd.DataFrame({"animal": self.ids, "sire": lab[self.sire],
                              "dam": lab[self.dam], "generation": self.generation,
                              "F": self._inbreeding()[0]})
+
+
+# ----------------------------------------------------------------------------- inbreeding
+_THREADS_MIN_PROGENY = 200_000   # fewer animals with both parents known: one thread is enough
+_MAX_THREADS = 4
+_BIG_FAMILY = 8                  # progeny; families this large are batched apart from the rest
+_BATCH_BIG, _BATCH_SMALL = 16, 8  # families per batch (a trace serves them all)
+
+
+def _threads() -> int:
+    """Threads for F: the CPUs this process may use, at most OMP_NUM_THREADS if set."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                              # not Linux
+        cores = os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if limit.isdigit() and int(limit) > 0:
+        cores = min(cores, int(limit))
+    return max(1, min(cores, _MAX_THREADS))
+
+
+def _family_batches(sire, dam, gen):
+    """Families of the inbreeding kernel (see ``_core.ainv.inbreeding_batches``).
+
+    An animal with both parents known joins the family of the parent with more such
+    progeny (an AI sire rather than a natural-service sire), so one ancestor trace serves
+    the family and full sibs cost one lookup; animals with an unknown parent have F = 0.
+    Families are ordered by generation of the key (the waves), large ones first, then by
+    the key's sire so that a batch of consecutive families holds paternal half sibs, whose
+    ancestors coincide.  Returns fam_key, fam_ptr, batch_ptr, prog, mate, waves (batch
+    indices where a wave starts, and the end).
+    """
+    n = sire.size
+    both = np.flatnonzero((sire >= 0) & (dam >= 0))
+    s, d = sire[both], dam[both]
+    size = np.bincount(s, minlength=n) + np.bincount(d, minlength=n)
+    key = np.where(size[s] >= size[d], s, d)
+    fam_size = np.bincount(key, minlength=n)
+    fam_key = np.flatnonzero(fam_size)
+    small = fam_size[fam_key] < _BIG_FAMILY
+    first = np.lexsort((fam_key, sire[fam_key], small, gen[fam_key]))
+    fam_key, small = fam_key[first], small[first]
+    rank = np.empty(n, np.int64)
+    rank[fam_key] = np.arange(fam_key.size)
+    order = np.argsort(rank[key])                       # progeny grouped by family
+    prog = both[order]
+    mate = np.where(sire[prog] == key[order], dam[prog], sire[prog]).astype(np.int32)
+    fam_ptr = np.zeros(fam_key.size + 1, np.int64)
+    np.cumsum(fam_size[fam_key], out=fam_ptr[1:])
+    # batches: runs of _BATCH_* families within each (generation, size class) group
+    group = 2 * gen[fam_key] + small
+    pos = np.arange(fam_key.size)
+    start = np.maximum.accumulate(np.where(np.diff(group, prepend=-1) != 0, pos, 0))
+    cut = (pos - start) % np.where(small, _BATCH_SMALL, _BATCH_BIG) == 0
+    batch_ptr = np.append(np.flatnonzero(cut), fam_key.size).astype(np.int64)
+    batch_gen = gen[fam_key[batch_ptr[:-1]]]
+    waves = np.flatnonzero(np.diff(batch_gen, prepend=-1, append=batch_gen[-1] + 1))
+    return (fam_key.astype(np.int32), fam_ptr, batch_ptr, prog.astype(np.int32), mate, waves)
+
+
+def _inbreeding_coefficients(sire: np.ndarray, dam: np.ndarray, gen: np.ndarray) -> np.ndarray:
+    """F of every animal (parents numbered first, ``gen`` their generation numbers).
+
+    Batches of families run in waves of increasing generation of the keys (a family needs
+    the F of its ancestors' parents only); the batches of a wave are shared among threads.
+    The result is the same for any number of threads.
+    """
+    n = sire.size
+    F = np.zeros(n)
+    if not np.any((sire >= 0) & (dam >= 0)):
+        return F
+    fam_key, fam_ptr, batch_ptr, prog, mate, waves = _family_batches(sire, dam, gen)
+    n_threads = _threads() if prog.size >= _THREADS_MIN_PROGENY else 1
+    if n_threads == 1:
+        waves = waves[[0, -1]]
+    work = [np.empty(n * _kern.NODE_BYTES, np.uint8) for _ in range(n_threads)]
+    _kern.inbreeding_setup(sire, dam, gen, work[0])
+    for w in work[1:]:
+        w[:] = work[0]
+    # rows of batch values; only the rows a batch reaches are ever touched (paged in)
+    slab = [np.empty(max(_BATCH_BIG, _BATCH_SMALL) * (n + 1)) for _ in range(n_threads)]
+    scratch = [np.empty(4 * (n + 1), np.int32) for _ in range(n_threads)]
+    bucket = [np.full(int(gen.max()) + 1, -1, np.int32) for _ in range(n_threads)]
+    counter = np.zeros(1, np.int64)
+
+    def run(t: int, first: int, last: int) -> None:
+        _kern.inbreeding_batches(work[t], slab[t], scratch[t], bucket[t], fam_key, fam_ptr,
+                                 batch_ptr, prog, mate, first, last, counter, F)
+
+    with ThreadPoolExecutor(n_threads - 1) if n_threads > 1 else nullcontext() as pool:
+        for first, last in zip(waves[:-1], waves[1:]):  # a few dozen generations, not animals
+            counter[0] = first
+            helpers = [pool.submit(run, t, first, last) for t in range(1, n_threads)]
+            run(0, first, last)
+            for h in helpers:
+                h.result()
+    return F

@@ -2,26 +2,38 @@
 """Pedigree kernels: generation numbers, inbreeding coefficients, A^-1 in CSC form.
 
 Flat functions over typed memoryviews; outputs and scratch buffers are allocated and
-validated by the caller (mvreml.pedigree), except the packed per-animal work record of
-``inbreeding``, which lives only for the call.  Animals are integers 0..n-1 and an unknown
+validated by the caller (mvreml.pedigree).  Animals are integers 0..n-1 and an unknown
 parent is -1.  ``generations`` accepts any numbering; the other kernels require parents
 to be numbered before their offspring (``sire[i] < i`` and ``dam[i] < i``).
 """
-from libc.stdlib cimport malloc, free
 from libc.stdint cimport int32_t
 
 ctypedef long long i64
 
+cdef extern from *:
+    """
+    /* claim the next batch of a wave: threads share one counter */
+    static inline long long mvreml_claim(long long *next) {
+        return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+    }
+    """
+    i64 claim "mvreml_claim"(i64* nxt) noexcept nogil
+    void prefetch "__builtin_prefetch"(const void* p) noexcept nogil
+
 
 cdef struct Node:
-    # one cache-friendly record per animal for the inbreeding kernel (random access)
+    # one 32-byte record per animal (two per cache line): the traces are random accesses,
+    # so everything read about an animal sits together
     int32_t sire
     int32_t dam
+    int32_t stamp    # for the batch whose first key is k: 3 k ancestor of a key, 3 k + 1
+                     # a(keys, .) known, 3 k + 2 queued; anything else: none of these
     int32_t gen
-    int32_t nxt      # next animal in the same generation bucket
-    int32_t stamp    # 3 s: ancestor of sire s; 3 s + 1: a(s, .) known; 3 s + 2: open; -1
-    int32_t pad      # (32-byte records: one cache line holds two animals)
-    double val       # u = L' e_s, then a(s, .)
+    int32_t slot     # row of the batch's values (slab) while stamped by the running batch
+    int32_t pad
+    double d         # Mendelian-sampling variance, -1 until first needed
+
+NODE_BYTES = sizeof(Node)
 
 
 def generations(const i64[:] sire, const i64[:] dam, i64[:] child_ptr, i64[:] child_idx,
@@ -87,133 +99,203 @@ def generations(const i64[:] sire, const i64[:] dam, i64[:] child_ptr, i64[:] ch
     return tail
 
 
-def inbreeding(const i64[:] sire, const i64[:] dam, const i64[:] gen,
-                        const i64[:] prog_ptr, const i64[:] prog_idx,
-                        double[:] F, double[:] d, i64[:] anc_list, i64[:] stack, i64[:] bucket):
-    """Inbreeding coefficients by sire families (Colleau 2002; Sargolzaei et al. 2005).
+cdef inline int32_t _enqueue(Node* w, int32_t p, int32_t tag, int32_t* bucket,
+                             int32_t* loc_id, int32_t* loc_nxt, int32_t nl) noexcept nogil:
+    """Stamp p, put it in the bucket of its generation (LIFO list of local slots nl), and
+    prefetch its parents: they are read when p leaves the bucket, so the misses of one
+    generation overlap instead of forming a chain."""
+    w[p].stamp = tag
+    loc_id[nl] = p
+    loc_nxt[nl] = bucket[w[p].gen]
+    bucket[w[p].gen] = nl
+    if w[p].sire >= 0:
+        prefetch(&w[w[p].sire])
+    if w[p].dam >= 0:
+        prefetch(&w[w[p].dam])
+    return nl + 1
 
-    Sires are taken in increasing order.  For sire s, x = A e_s is computed on the
-    ancestors of s (x = L D L' e_s: one backward trace by generation buckets, one forward
-    pass) and then, for each mate m, a(s, m) by the tabular recursion
-    a(s, k) = (a(s, sire_k) + a(s, dam_k)) / 2, memoised over the whole family and cut
-    where k cannot descend from an ancestor of s.  F_i = a(s, m) / 2.  The d_j needed
-    (ancestors j of s) use F of the parents of j, progeny of earlier sires: known.
 
-    Requires n < 2^31 / 3 and parents numbered before offspring.  Inputs: ``prog_ptr`` /
-    ``prog_idx`` (CSR) list, for each animal s, the progeny whose F is obtained through
-    s: each animal with both parents known appears once, under either parent (called
-    "sire" s above; the other parent is its mate).  Outputs ``F``, ``d`` (n).
-    Scratch: ``anc_list`` (n), ``stack`` (2 n + 2), ``bucket`` (max gen + 1, all -1).
-    The per-animal work record (32 bytes) is allocated here and freed before returning.
+cdef inline double* _row(Node* w, double* slab, int32_t j, int nb, int32_t t1,
+                         int32_t t2) noexcept nogil:
+    """Values of j if stamped t1 or t2, else the zero row (unknown or unrelated parent)."""
+    if j >= 0 and (w[j].stamp == t1 or w[j].stamp == t2):
+        return slab + w[j].slot * nb
+    return slab
+
+
+cdef void _batch(Node* w, double* slab, int32_t* scratch, i64 n, int32_t* bucket,
+                 const int32_t* fam_key, const i64* fam_ptr, i64 f0, int nb,
+                 const int32_t* prog, const int32_t* mate, double* F) noexcept nogil:
+    """F of the progeny of families f0 .. f0 + nb - 1 (keys of one generation), see
+    ``inbreeding_batches``.  Column c of a slab row holds the values for key c."""
+    cdef int32_t* loc_id = scratch
+    cdef int32_t* loc_nxt = scratch + (n + 1)
+    cdef int32_t* anc = scratch + 2 * (n + 1)
+    cdef int32_t* done = scratch + 3 * (n + 1)
+    cdef int32_t anc_tag = 3 * fam_key[f0], memo_tag = anc_tag + 1, open_tag = anc_tag + 2
+    cdef int32_t na = 0, nl = 0, nd, nslot = 1, li, j, p, q, g, m, tag
+    cdef int32_t min_idx = fam_key[f0], min_gen = w[fam_key[f0]].gen, g_top = min_gen
+    cdef int c, col
+    cdef i64 k, kend
+    cdef double* vj
+    cdef double* vp
+    cdef double* vs
+    cdef double* vd
+    cdef double dj
+    for col in range(nb):
+        slab[col] = 0.0                          # slot 0: the zero row
+    # ---- ancestors of the keys by decreasing generation; rows accumulate u = L' e_key
+    for c in range(nb):
+        j = fam_key[f0 + c]
+        nl = _enqueue(w, j, anc_tag, bucket, loc_id, loc_nxt, nl)
+        w[j].slot = nslot
+        vj = slab + nslot * nb
+        nslot += 1
+        for col in range(nb):
+            vj[col] = 0.0
+        vj[c] = 1.0
+        g_top = max(g_top, w[j].gen)
+    g = g_top
+    while g >= 0:
+        li = bucket[g]
+        if li < 0:
+            g -= 1
+            continue
+        bucket[g] = loc_nxt[li]
+        j = loc_id[li]
+        anc[na] = j
+        na += 1
+        min_idx = min(min_idx, j)
+        min_gen = min(min_gen, w[j].gen)
+        vj = slab + w[j].slot * nb
+        for q in range(2):
+            p = w[j].sire if q == 0 else w[j].dam
+            if p < 0:
+                continue
+            if w[p].stamp != anc_tag:
+                nl = _enqueue(w, p, anc_tag, bucket, loc_id, loc_nxt, nl)
+                w[p].slot = nslot
+                vp = slab + nslot * nb
+                nslot += 1
+                for col in range(nb):
+                    vp[col] = 0.5 * vj[col]
+            else:
+                vp = slab + w[p].slot * nb
+                for col in range(nb):
+                    vp[col] += 0.5 * vj[col]
+    # ---- forward: x = L D u on the ancestors (parents first); x_j = a(key, j)
+    for k in range(na - 1, -1, -1):
+        j = anc[k]
+        if w[j].d < 0.0:        # F of j's parents is final: their keys came in earlier waves
+            w[j].d = 0.5 - 0.25 * ((F[w[j].sire] if w[j].sire >= 0 else -1.0)
+                                   + (F[w[j].dam] if w[j].dam >= 0 else -1.0))
+        dj = w[j].d
+        vj = slab + w[j].slot * nb
+        vs = _row(w, slab, w[j].sire, nb, anc_tag, anc_tag)
+        vd = _row(w, slab, w[j].dam, nb, anc_tag, anc_tag)
+        for col in range(nb):
+            vj[col] = (vj[col] * dj + 0.5 * vs[col]) + 0.5 * vd[col]
+    # ---- a(key, m) for each mate by the tabular rule a(., t) = (a(., sire_t) + a(., dam_t)) / 2,
+    # memoised over the batch.  The unknown ancestors of m are gathered generation by
+    # generation (many misses in flight), then evaluated parents first.  Animals below
+    # every ancestor of the keys (smaller number or generation) are unrelated to them.
+    c = 0
+    kend = fam_ptr[f0 + 1]
+    for k in range(fam_ptr[f0], fam_ptr[f0 + nb]):
+        while k >= kend:
+            c += 1
+            kend = fam_ptr[f0 + c + 1]
+        m = mate[k]
+        tag = w[m].stamp
+        if tag != anc_tag and tag != memo_tag and m >= min_idx and w[m].gen > min_gen:
+            g = w[m].gen
+            nl = _enqueue(w, m, open_tag, bucket, loc_id, loc_nxt, 0)
+            nd = 0
+            while g >= 0:
+                li = bucket[g]
+                if li < 0:
+                    g -= 1
+                    continue
+                bucket[g] = loc_nxt[li]
+                j = loc_id[li]
+                done[nd] = j
+                nd += 1
+                for q in range(2):
+                    p = w[j].sire if q == 0 else w[j].dam
+                    if p >= min_idx:
+                        tag = w[p].stamp
+                        if w[p].gen > min_gen and tag != anc_tag and tag != memo_tag \
+                                and tag != open_tag:
+                            nl = _enqueue(w, p, open_tag, bucket, loc_id, loc_nxt, nl)
+            while nd > 0:
+                nd -= 1
+                j = done[nd]
+                vs = _row(w, slab, w[j].sire, nb, anc_tag, memo_tag)
+                vd = _row(w, slab, w[j].dam, nb, anc_tag, memo_tag)
+                w[j].slot = nslot
+                w[j].stamp = memo_tag
+                vj = slab + nslot * nb
+                nslot += 1
+                for col in range(nb):
+                    vj[col] = (0.0 + 0.5 * vs[col]) + 0.5 * vd[col]
+        F[prog[k]] = 0.5 * _row(w, slab, m, nb, anc_tag, memo_tag)[c]
+
+
+def inbreeding_setup(const i64[:] sire, const i64[:] dam, const i64[:] gen,
+                     unsigned char[::1] work):
+    """Fill a work array for ``inbreeding_batches``: n * ``NODE_BYTES`` bytes, 8-aligned.
+
+    One array per thread (stamps and values are private to a thread).
     """
-    cdef Py_ssize_t n = sire.shape[0]
-    cdef Py_ssize_t i, k, na, top, q
-    cdef i64 s, m, j, p, g, t, min_idx, min_gen
-    cdef int32_t anc_tag, memo_tag, open_tag, tag
-    cdef double r, x
-    cdef bint ready
-    cdef Node* w = <Node*> malloc(max(n, 1) * sizeof(Node))
-    if w == NULL:
-        raise MemoryError("inbreeding: cannot allocate the work array")
+    cdef Py_ssize_t n = sire.shape[0], i
+    cdef Node* w = <Node*> &work[0]
     with nogil:
         for i in range(n):
             w[i].sire = <int32_t>sire[i]
             w[i].dam = <int32_t>dam[i]
             w[i].gen = <int32_t>gen[i]
             w[i].stamp = -1
-            d[i] = 0.0          # d doubles as the cache of d_j, 0 until first needed
-            F[i] = 0.0
-        for s in range(n):
-            if prog_ptr[s + 1] == prog_ptr[s]:
-                continue
-            anc_tag = <int32_t>(3 * s)
-            memo_tag = anc_tag + 1
-            open_tag = anc_tag + 2
-            # ---- ancestors of s by decreasing generation; val accumulates u = L' e_s
-            na = 0
-            min_idx = s
-            min_gen = w[s].gen
-            w[s].stamp = anc_tag
-            w[s].val = 1.0
-            w[s].nxt = -1
-            g = w[s].gen
-            bucket[g] = s
-            while g >= 0:
-                j = bucket[g]
-                if j < 0:
-                    g -= 1
-                    continue
-                bucket[g] = w[j].nxt
-                anc_list[na] = j
-                na += 1
-                if j < min_idx:
-                    min_idx = j
-                if w[j].gen < min_gen:
-                    min_gen = w[j].gen
-                r = 0.5 * w[j].val
-                for q in range(2):
-                    p = w[j].sire if q == 0 else w[j].dam
-                    if p < 0:
-                        continue
-                    if w[p].stamp != anc_tag:
-                        w[p].stamp = anc_tag
-                        w[p].val = 0.0
-                        w[p].nxt = <int32_t>bucket[w[p].gen]
-                        bucket[w[p].gen] = p
-                    w[p].val += r
-            # ---- forward: x = L D u on the ancestors (parents before offspring)
-            for k in range(na - 1, -1, -1):
-                j = anc_list[k]
-                if d[j] == 0.0:
-                    d[j] = 0.5 - 0.25 * ((F[w[j].sire] if w[j].sire >= 0 else -1.0)
-                                         + (F[w[j].dam] if w[j].dam >= 0 else -1.0))
-                x = w[j].val * d[j]
-                if w[j].sire >= 0:
-                    x += 0.5 * w[w[j].sire].val
-                if w[j].dam >= 0:
-                    x += 0.5 * w[w[j].dam].val
-                w[j].val = x
-            # ---- a(s, m) for every mate m by memoised recursion (explicit stack; a
-            # node is "open" once its unresolved parents are pushed, computed on return)
-            for k in range(prog_ptr[s], prog_ptr[s + 1]):
-                i = prog_idx[k]
-                m = dam[i] if sire[i] == s else sire[i]
-                if m < 0:
-                    continue
-                stack[0] = m
-                top = 1
-                while top > 0:
-                    t = stack[top - 1]
-                    tag = w[t].stamp
-                    if tag == anc_tag or tag == memo_tag or t < min_idx or w[t].gen <= min_gen:
-                        top -= 1
-                        continue
-                    if tag != open_tag:
-                        w[t].stamp = open_tag
-                        ready = True
-                        for q in range(2):
-                            p = w[t].sire if q == 0 else w[t].dam
-                            if p >= min_idx and w[p].gen > min_gen and w[p].stamp != anc_tag \
-                                    and w[p].stamp != memo_tag:
-                                stack[top] = p
-                                top += 1
-                                ready = False
-                        if not ready:
-                            continue
-                    x = 0.0
-                    for q in range(2):
-                        p = w[t].sire if q == 0 else w[t].dam
-                        if p >= 0 and (w[p].stamp == anc_tag or w[p].stamp == memo_tag):
-                            x += 0.5 * w[p].val
-                    w[t].val = x
-                    w[t].stamp = memo_tag
-                    top -= 1
-                if w[m].stamp == anc_tag or w[m].stamp == memo_tag:
-                    F[i] = 0.5 * w[m].val
-        for i in range(n):
-            d[i] = 0.5 - 0.25 * ((F[sire[i]] if sire[i] >= 0 else -1.0)
-                                 + (F[dam[i]] if dam[i] >= 0 else -1.0))
-    free(w)
+            w[i].slot = 0
+            w[i].pad = 0
+            w[i].d = -1.0
+
+
+def inbreeding_batches(unsigned char[::1] work, double[::1] slab, int32_t[::1] scratch,
+                       int32_t[::1] bucket, const int32_t[::1] fam_key, const i64[::1] fam_ptr,
+                       const i64[::1] batch_ptr, const int32_t[::1] prog, const int32_t[::1] mate,
+                       i64 first, i64 last, i64[::1] next_batch, double[::1] F):
+    """Inbreeding coefficients by families of a key parent (Colleau 2002; Sargolzaei et al.
+    2005), several families at a time.
+
+    Family f has key animal s = ``fam_key[f]`` and progeny ``prog[fam_ptr[f]:fam_ptr[f+1]]``,
+    each with one parent s and the other ``mate[.]`` (both parents known).  For key s,
+    x = A e_s is computed on the ancestors of s as L D L' e_s (one backward trace by
+    generation buckets, one forward pass), then a(s, m) for every mate m by the tabular
+    recursion memoised over the family, cut below the ancestors of s; F = a(s, m) / 2.
+    The nb families ``batch_ptr[t] <= f < batch_ptr[t+1]`` of batch t (keys of one
+    generation) share one trace: each animal is visited once for all of them, with a row
+    of nb values (one per key) in ``slab``; keys with related ancestry share the most.
+    The d_j of the ancestors need F of their parents, so batches must come in waves of
+    increasing generation of the keys; the batches of one wave are independent.
+
+    The calling threads claim batches ``first <= t < last`` one at a time through the shared
+    counter ``next_batch[0]`` (set to ``first`` before the wave), each with its own ``work``
+    (see ``inbreeding_setup``), ``slab`` ((n + 1) * max nb float64), ``scratch``
+    (4 (n + 1) int32) and ``bucket`` (max gen + 1 int32, all -1; left so).  Writes F of
+    the progeny only; the result does not depend on the number of threads.  Requires
+    n < 2^28 and parents numbered before offspring.
+    """
+    cdef i64 n = scratch.shape[0] // 4 - 1
+    cdef i64 t
+    cdef Node* w = <Node*> &work[0]
+    with nogil:
+        while True:
+            t = claim(&next_batch[0])
+            if t >= last:
+                break
+            _batch(w, &slab[0], &scratch[0], n, &bucket[0], &fam_key[0], &fam_ptr[0],
+                   batch_ptr[t], <int>(batch_ptr[t + 1] - batch_ptr[t]), &prog[0], &mate[0],
+                   &F[0])
 
 
 cdef inline void _sort_pairs(int* key, double* val, Py_ssize_t n) noexcept nogil:
