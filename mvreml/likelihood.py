@@ -162,7 +162,13 @@ class REMLModel:
         with self.timer("solve"):
             sol = self.factor(rhs)
         e = d.y - pat.W @ sol
-        ypy = float(d.y @ ry - sol @ rhs)
+        # y'Py as the minimised quadratic e'R^-1 e + sum_k u_k'Gamma_k^-1 u_k: its error is second
+        # order in the solve's, whereas y'R^-1 y - sol'rhs cancels two large numbers (relative
+        # noise ~1e-10 of log L on 100k records, enough to stall the convergence test).
+        ypy = float(e @ (Rinv @ e))
+        for Gi, rd, off in zip(ginv, d.random, pat.offsets):
+            U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
+            ypy += float(np.sum((rd.kinv @ U) * (U @ Gi)))
         logdet_c = float(self.factor.logdet())
         logdet_r = float(self.pattern_count @ rlogdet) - self.logw
         loglik = -0.5 * ((self.N - self.p) * LOG2PI + logdet_c + logdet_r + logdet_g + ypy)

@@ -8,6 +8,10 @@ The same linear maps, transposed, give the trace terms of the score (the adjoint
 assembly): sum_i tr(B_i W_i C^-1 W_i') and sum_ab K^-1_ab C^{kb,ka} from selected entries
 of C^-1 on the pattern of C.
 
+The pattern and the maps are built by compiled kernels (``mvreml._core.mme``) that write
+straight into their final arrays: memory is that of the results, with no intermediate
+per-product index arrays (a three-trait model on a million animals has ~10^8 products).
+
 Random effects are ordered level-major (level a's t-vector contiguous), as THEORY.md says.
 """
 from __future__ import annotations
@@ -15,7 +19,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._core import mme as _k
 from .design import Design
+from .errors import ModelError
+
+_INT32_MAX = np.iinfo(np.int32).max
 
 
 def _ordered_unit_pairs(unit_start: np.ndarray):
@@ -34,6 +42,34 @@ def _ordered_unit_pairs(unit_start: np.ndarray):
     return unit, ia, ib, start + ia, start + ib, swap
 
 
+def _i64(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _csc_from_counts(counts_ptr: tuple, fill, n_rows: int, n_cols: int, idx) -> tuple:
+    """Run a kernel's filling pass into arrays sized by its counting pass; returns (M, D).
+
+    `counts_ptr` = (m_ptr, d_ptr) after the counting pass (counts at [i + 1]); `fill` calls
+    the kernel with the output arrays. M and D are CSC (n_rows x n_cols), one column per
+    pair / G^-1 entry, positions unsorted inside a column (no duplicates by construction).
+    """
+    m_ptr, d_ptr = counts_ptr
+    np.cumsum(m_ptr, out=m_ptr)
+    np.cumsum(d_ptr, out=d_ptr)
+    m_pos = np.empty(int(m_ptr[-1]), dtype=idx)
+    m_val = np.empty(int(m_ptr[-1]))
+    d_pos = np.empty(int(d_ptr[-1]), dtype=idx)
+    d_val = np.empty(int(d_ptr[-1]))
+    missing = fill(m_ptr, m_pos, m_val, d_ptr, d_pos, d_val)
+    if missing:
+        raise ModelError(f"internal error: {missing} products fall outside the pattern of the "
+                         "mixed-model equations")
+    ptr_t = idx if max(m_ptr[-1], d_ptr[-1]) <= _INT32_MAX else np.int64
+    M = sp.csc_matrix((m_val, m_pos, m_ptr.astype(ptr_t)), shape=(n_rows, n_cols))
+    D = sp.csc_matrix((d_val, d_pos, d_ptr.astype(ptr_t)), shape=(n_rows, n_cols))
+    return M, D
+
+
 class MMEPattern:
     """Sparsity pattern of C and the linear maps that fill it.
 
@@ -48,18 +84,71 @@ class MMEPattern:
     offsets : list of int
         First column of each random term in W.
     indptr, indices : np.ndarray
-        CSC pattern of the lower triangle of C (sorted).
+        CSC pattern of the lower triangle of C (sorted; int32 while it fits).
     pair_unit, pair_ia, pair_ib, pair_a, pair_b : np.ndarray
         The within-unit ordered observation pairs (entries of the block-diagonal R^-1).
+    M_R, M_Rdiag : scipy.sparse.csc_matrix
+        nnz x n_pairs: C.data += M_R @ rinv_pairs; M_Rdiag keeps the diagonal products.
+    M_G, G_diag : list of scipy.sparse.csc_matrix
+        Per random term, nnz x t^2: C.data += M_G[k] @ vec(G_k^-1) (row-major).
     """
 
     def __init__(self, design: Design):
         self.design = design
+        self.W, self.offsets, self.n_eq = self._stack(design)
+        unit, ia, ib, a, b, swap = _ordered_unit_pairs(design.unit_start)
+        self.pair_swap = swap
+        self.pair_unit, self.pair_ia, self.pair_ib, self.pair_a, self.pair_b = unit, ia, ib, a, b
         N = design.n_obs
-        p = design.p
+        self.d_indptr = np.concatenate([[0], np.cumsum(np.bincount(a, minlength=N))]).astype(np.int64)
+
+        W = self.W
+        w_indptr, w_indices = _i64(W.indptr), _i64(W.indices)
+        w_data = np.ascontiguousarray(W.data, dtype=np.float64)
+        kinvs = [sp.csc_matrix(rd.kinv) for rd in design.random]
+        for K in kinvs:
+            K.sum_duplicates()          # sorted rows, as the kernels search them
+        self.indptr, self.indices = self._lower_pattern(design, w_indptr, w_indices, kinvs)
+        self.nnz = int(self.indices.shape[0])
+        c_indptr = _i64(self.indptr)
+        idx = self.indices.dtype
+        npair = len(a)
+        pa, pb = _i64(a), _i64(b)
+
+        def fill_r(*out):
+            return _k.residual_map(w_indptr, w_indices, w_data, pa, pb, c_indptr, self.indices, *out, True)
+
+        counts = (np.zeros(npair + 1, np.int64), np.zeros(npair + 1, np.int64))
+        empty_pos, empty_val = np.empty(0, idx), np.empty(0)
+        _k.residual_map(w_indptr, w_indices, w_data, pa, pb, c_indptr, self.indices,
+                        counts[0], empty_pos, empty_val, counts[1], empty_pos, empty_val, False)
+        self.M_R, self.M_Rdiag = _csc_from_counts(counts, fill_r, self.nnz, npair, idx)
+
+        self.M_G = []
+        self.G_diag = []   # the (a == b, r == s) entries, for the trace of the symmetric sum
+        for K, rd, off in zip(kinvs, design.random, self.offsets):
+            t = rd.t
+            kp, ki = _i64(K.indptr), _i64(K.indices)
+            kd = np.ascontiguousarray(K.data, dtype=np.float64)
+
+            def fill_g(*out, kp=kp, ki=ki, kd=kd, off=off, t=t):
+                return _k.term_map(kp, ki, kd, off, t, c_indptr, self.indices, *out, True)
+
+            counts = (np.zeros(t * t + 1, np.int64), np.zeros(t * t + 1, np.int64))
+            _k.term_map(kp, ki, kd, off, t, c_indptr, self.indices,
+                        counts[0], empty_pos, empty_val, counts[1], empty_pos, empty_val, False)
+            M, D = _csc_from_counts(counts, fill_g, self.nnz, t * t, idx)
+            self.M_G.append(M)
+            self.G_diag.append(D)
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def _stack(design: Design):
+        """W = [X Z_1 ... Z_K] (CSR, sorted), the terms' first columns and the order of C."""
+        N = design.n_obs
         blocks = [design.X.tocsr()]
         offsets = []
-        col = p
+        col = design.p
         for rd in design.random:
             pos = np.full(design.t, -1, dtype=np.int64)
             pos[rd.traits] = np.arange(rd.t)
@@ -69,77 +158,69 @@ class MMEPattern:
             blocks.append(sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(N, rd.q * rd.t)))
             offsets.append(col)
             col += rd.q * rd.t
-        self.offsets = offsets
-        self.n_eq = col
         W = sp.hstack(blocks, format="csr")
         W.sort_indices()
-        self.W = W
+        return W, offsets, col
 
-        unit, ia, ib, a, b, swap = _ordered_unit_pairs(design.unit_start)
-        self.pair_swap = swap
-        self.pair_unit, self.pair_ia, self.pair_ib, self.pair_a, self.pair_b = unit, ia, ib, a, b
-        self.d_indptr = np.concatenate([[0], np.cumsum(np.bincount(a, minlength=N))]).astype(np.int64)
-
-        # residual part: expand every pair over the nonzeros of W's rows a and b
-        rp = W.indptr.astype(np.int64)
-        ra = rp[a + 1] - rp[a]
-        rb = rp[b + 1] - rp[b]
-        cnt = ra * rb
-        pair = np.repeat(np.arange(len(a)), cnt)
-        first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-        k = np.arange(int(cnt.sum())) - np.repeat(first, cnt)
-        rbp = rb[pair]
-        ea = rp[a][pair] + k // rbp
-        eb = rp[b][pair] + k % rbp
-        del k, rbp, first
-        c1 = W.indices[ea].astype(np.int64)
-        c2 = W.indices[eb].astype(np.int64)
-        val = W.data[ea] * W.data[eb]
-        del ea, eb
-        low = c1 >= c2
+    def _lower_pattern(self, design: Design, w_indptr, w_indices, kinvs):
+        """Sorted CSC pattern of the lower triangle of C (int32 while it fits)."""
         P = self.n_eq
-        key_r = c2[low] * P + c1[low]
-        pair_r = pair[low]
-        val_r = val[low]
-        diag_r = (c1 == c2)[low]
-        del c1, c2, val, low, pair
+        Wc = self.W.tocsc()
+        Wc.sort_indices()
+        wc_indptr, wc_indices = _i64(Wc.indptr), _i64(Wc.indices)
+        del Wc
+        term_first = _i64(list(self.offsets) + [P])
+        term_t = _i64([rd.t for rd in design.random])
+        k_indptr = [np.zeros(0, np.int64)]
+        k_indices = [np.zeros(0, np.int64)]
+        term_kptr, start, base = [], 0, 0
+        for K in kinvs:
+            term_kptr.append(start)
+            k_indptr.append(_i64(K.indptr) + base)
+            k_indices.append(_i64(K.indices))
+            start += K.shape[0] + 1
+            base += K.indices.shape[0]
+        k_indptr = np.concatenate(k_indptr)
+        k_indices = np.concatenate(k_indices)
+        term_kptr = _i64(term_kptr)
+        obs_unit, unit_start = _i64(design.obs_unit), _i64(design.unit_start)
+        col_mark = np.full(P, -1, np.int64)
+        unit_mark = np.full(design.n_units, -1, np.int64)
+        row_ptr = np.zeros(P + 1, np.int64)
+        args = (w_indptr, w_indices, wc_indptr, wc_indices, obs_unit, unit_start,
+                term_first, term_t, term_kptr, k_indptr, k_indices, col_mark, unit_mark, row_ptr)
+        _k.lower_rows(*args, np.empty(0, np.int32), False)
+        np.cumsum(row_ptr, out=row_ptr)
+        nnz = int(row_ptr[-1])
+        idx = np.int32 if max(nnz, P) <= _INT32_MAX else np.int64
+        cols = np.empty(nnz, idx)
+        col_mark.fill(-1)
+        unit_mark.fill(-1)
+        _k.lower_rows(*args, cols, True)
+        del col_mark, unit_mark
+        col_ptr = np.zeros(P + 1, np.int64)
+        rows = np.empty(nnz, idx)
+        _k.transpose_pattern(row_ptr, cols, col_ptr, rows)
+        return col_ptr.astype(idx), rows
 
-        # random parts: K^-1 (x) G^-1, entries (off + a t + r, off + b t + s)
-        gparts = []
-        for rd, off in zip(design.random, offsets):
-            K = sp.coo_matrix(rd.kinv)
-            t = rd.t
-            r, s = np.divmod(np.arange(t * t), t)
-            ka = np.repeat(K.row.astype(np.int64), t * t)
-            kb = np.repeat(K.col.astype(np.int64), t * t)
-            kv = np.repeat(K.data, t * t)
-            rr = np.tile(r, K.nnz)
-            ss = np.tile(s, K.nnz)
-            row = off + ka * t + rr
-            colg = off + kb * t + ss
-            low = row >= colg
-            gparts.append((colg[low] * P + row[low], kv[low], (rr * t + ss)[low],
-                           ((ka == kb) & (rr == ss))[low]))
+    # ------------------------------------------------------------------ pattern coordinates
+    def diagonal(self, values: np.ndarray) -> np.ndarray:
+        """diag of a matrix given on the lower pattern of C (e.g. C^-1 from the selected inverse).
 
-        keys = np.unique(np.concatenate([key_r] + [g[0] for g in gparts]))
-        self.indices = (keys % P).astype(np.int32)
-        colcount = np.bincount(keys // P, minlength=P)
-        self.indptr = np.concatenate([[0], np.cumsum(colcount)]).astype(np.int32)
-        nnz = len(keys)
-        self.nnz = nnz
-        self.rows = self.indices.astype(np.int64)
-        self.cols = np.repeat(np.arange(P, dtype=np.int64), colcount)
+        Every column of the pattern starts with its diagonal (K^-1 and the nonzero columns of
+        X put it there), so no second selected inversion is needed for the PEVs.
+        """
+        return values[self.indptr[:-1]]
 
-        posr = np.searchsorted(keys, key_r)
-        npair = len(a)
-        self.M_R = sp.csr_matrix((val_r, (posr, pair_r)), shape=(nnz, npair))
-        self.M_Rdiag = sp.csr_matrix((val_r[diag_r], (posr[diag_r], pair_r[diag_r])), shape=(nnz, npair))
-        self.M_G = []
-        self.G_diag = []   # positions of the (a == b, r == s) entries, for the trace of the symmetric sum
-        for (key_g, kv, rs, dg), rd in zip(gparts, design.random):
-            posg = np.searchsorted(keys, key_g)
-            self.M_G.append(sp.csr_matrix((kv, (posg, rs)), shape=(nnz, rd.t * rd.t)))
-            self.G_diag.append(sp.csr_matrix((kv[dg], (posg[dg], rs[dg])), shape=(nnz, rd.t * rd.t)))
+    @property
+    def rows(self) -> np.ndarray:
+        """Row (int64) of every stored entry of the lower triangle of C."""
+        return self.indices.astype(np.int64)
+
+    @property
+    def cols(self) -> np.ndarray:
+        """Column (int64) of every stored entry of the lower triangle of C."""
+        return np.repeat(np.arange(self.n_eq, dtype=np.int64), np.diff(self.indptr))
 
     # ------------------------------------------------------------------ assembly
     def rinv_matrix(self, rinv_pairs: np.ndarray) -> sp.csr_matrix:

@@ -1,0 +1,1 @@
+"""Benchmarks of mvreml (issue 8): problem generation, runner, results."""
