@@ -50,7 +50,9 @@ class Control:
     maxiter : int
         Iterations (each one factorization) at most.
     tol_loglik : float
-        Change in log L below which the fit may stop.
+        Change in log L below which the fit may stop; for |log L| above 1000 it is scaled
+        by |log L| / 1000 (rounding in log|C| and y'Py grows with the size of the problem,
+        and a change of 1e-7 in a log L of 2e6 is noise, not information).
     tol_decrement : float
         Newton decrement score' AI^-1 score below which the fit may stop.
     tol_step : float
@@ -155,7 +157,8 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
                       "estimate exists")
             run.messages.append(reason)
             break
-        small = abs(change) < control.tol_loglik
+        tol_ll = control.tol_loglik * max(1.0, abs(ev.loglik) / 1000.0)
+        small = abs(change) < tol_ll
         if kind.startswith("AI") and small and (decrement < control.tol_decrement or rel_step < control.tol_step):
             theta_r, changed, names = run.release(ev, theta)
             if changed:
@@ -166,7 +169,7 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
                 log.info("released from the boundary (score points inside): %s", names)
                 continue
             converged = True
-            reason = (f"converged: change in log L {abs(change):.2e} < {control.tol_loglik:.0e} and "
+            reason = (f"change in log L {abs(change):.2e} < {tol_ll:.1e} and "
                       f"Newton decrement {decrement:.2e}")
             break
     if not converged and not reason:

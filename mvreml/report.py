@@ -87,7 +87,8 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     comp_vcov = J @ ai_inv @ J.T
 
     # fixed effects and BLUPs with PEV from the selected inverse
-    diag = model.pev_diagonal()
+    # the last evaluation holds C^-1 on the pattern of C, whose columns start with their diagonal
+    diag = (model.pattern.diagonal(ev.cinv) if ev.cinv is not None else model.pev_diagonal())
     p = d.p
     sol = ev.solution
     fixef = pd.DataFrame({"estimate": sol[:p], "std_error": np.sqrt(np.clip(diag[:p], 0, None))},
