@@ -9,6 +9,8 @@ Nothing here depends on variance parameters: the design is built once per model.
 """
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -19,6 +21,8 @@ import scipy.sparse as sp
 from .errors import DataError, DataWarning, FormulaError, RelmatError
 from .formula import FixedSpec, RandomTerm, VarianceSpec, columns_used
 from .rank import independent_columns
+
+log = logging.getLogger("mvreml")
 
 
 @dataclass
@@ -400,6 +404,11 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
     if absent.any() and missing_animals == "founders" and getattr(rel, "pedigree", None) is not None:
         rel = as_relmat(rel.pedigree.add_animals(pd.unique(labels[absent])), term.relmat)
     levels = np.asarray(rel.labels)
+    log.info("relationship %r: building K^-1 of %d levels", term.relmat, len(levels))
+    t0 = time.perf_counter()
+    kinv = sp.csc_matrix(rel.kinv())
+    logdet_k = float(rel.logdet())
+    log.info("relationship %r: K^-1 built in %.2f s (%d nonzeros)", term.relmat, time.perf_counter() - t0, kinv.nnz)
     index = pd.Index(levels)
     level_of_unit = index.get_indexer(labels.astype(str))
     if (level_of_unit < 0).any():
@@ -410,5 +419,5 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
         raise RelmatError(f"{len(missing)} levels of {term.name!r} in the data are not in relationship "
                           f"{term.relmat!r}: {shown}{hint}", labels=list(missing))
     return RandomDesign(term=term, traits=tr, levels=levels, level_of_unit=level_of_unit.astype(np.int64),
-                        kinv=sp.csc_matrix(rel.kinv()), logdet_k=float(rel.logdet()), identity=False,
+                        kinv=kinv, logdet_k=logdet_k, identity=False,
                         kdiag=rel.diagonal())

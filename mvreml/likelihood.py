@@ -7,6 +7,8 @@ following THEORY.md term by term. Nothing here is N x N or q x q dense.
 """
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,7 @@ from .mme import MMEPattern
 from .selinv import SelectedInverse
 
 LOG2PI = np.log(2.0 * np.pi)
+log = logging.getLogger("mvreml")
 
 
 @dataclass
@@ -125,8 +128,13 @@ class REMLModel:
         from sksparse.cholmod import CholmodNotPositiveDefiniteError, analyze
 
         if self.factor is None:
+            # the one long step of a large fit besides A^-1: say so (logging, quiet by default)
+            log.info("symbolic analysis of the mixed-model equations: %d equations, %d nonzeros",
+                     C.shape[0], C.nnz)
+            t0 = time.perf_counter()
             with self.timer("symbolic"):
                 self.factor = analyze(C, mode="auto", ordering_method=self.ordering)
+            log.info("symbolic analysis done in %.1f s", time.perf_counter() - t0)
         try:
             with self.timer("factorize"):
                 self.factor.cholesky_inplace(C)
