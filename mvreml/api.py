@@ -20,7 +20,7 @@ from .design import Design, build_design
 from .errors import BoundaryWarning, ConvergenceWarning, StartingValueError
 from .formula import parse_fixed, parse_random, parse_residual
 from .likelihood import Infeasible, ParamBlock, REMLModel
-from .reml import Control, FitState, iterate
+from .reml import Control, iterate
 from .report import build_result
 from .start import (as_matrix, check_traits, fixed_mask, pairwise_init, phenotypic_covariance,
                     starting_values, unit_residuals)

@@ -1,5 +1,4 @@
 """Bad input gets a typed error naming the column or term; dropped rows are counted."""
-import warnings
 
 import numpy as np
 import pandas as pd

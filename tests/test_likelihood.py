@@ -115,10 +115,9 @@ def test_em_update_of_residual_matches_complete_data_formula():
     design, blocks, model, theta = _model(df, "cbind(y1, y2) ~ trait", "~ us(trait):A", "~ units:us(trait)")
     ev = model.evaluate(theta)
     mats = [b.structure.matrix(theta[b.slice]) for b in blocks]
-    from dense import dense_P, dense_V
+    from dense import dense_P
 
     parts = dense_parts(design)
-    V = dense_V(design, mats, parts)
     P = dense_P(design, mats, parts)
     # E[e e'] pieces: R P y y' P R + R - R P R per unit (the REML conditional expectation)
     R = np.kron(np.eye(design.n_units), mats[-1])

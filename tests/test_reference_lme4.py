@@ -1,5 +1,4 @@
 """lme4's classic REML fits (shared/data/lme4_nlme/SOURCE.md): published numbers."""
-import warnings
 
 import numpy as np
 import pandas as pd

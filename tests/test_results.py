@@ -23,7 +23,7 @@ PAIRS = (("bwt", "bwt"), ("tarsus", "bwt"), ("tarsus", "tarsus"))
 def build(traits, G, vcov, *, loglik=-2031.0, n_obs=854, fixef=None, fixef_vcov=None, fixed_terms=None,
           structures=None, bound=None, **overrides):
     """A Result from term -> list of component values (us order); varcomp rows are the components."""
-    rows, vc_rows, labels = [], [], []
+    rows, labels = [], []
     for term, values in G.items():
         pairs = [(traits[0], traits[0])] if len(traits) == 1 else PAIRS
         for (a, b), v in zip(pairs, values):
