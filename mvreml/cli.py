@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--relmat", action="append", default=[], metavar="NAME=FILE",
                    help="relationship used as vm(factor, NAME): a 3-column pedigree CSV (animal, sire, dam) "
                         "or a labelled square matrix CSV (first column = labels); repeatable")
+    f.add_argument("--allow-sire-dam", action="store_true",
+                   help="accept pedigrees where an animal is used both as sire and as dam (a warning)")
+    f.add_argument("--no-inbreeding", action="store_true",
+                   help="build A^-1 ignoring inbreeding (BLUPF90's default)")
+    f.add_argument("--missing-animals", choices=["error", "founders"], default="error",
+                   help="data animals absent from the pedigree: error (default) or add them as founders")
     f.add_argument("--weights", metavar="COLUMN", help="column of weights (residual variance / w)")
     f.add_argument("--init", metavar="JSON", help='starting values: {"term": number | [[...]] | '
                                                   '{"trait": {"trait": value}}}')
@@ -103,7 +109,7 @@ def read_data(path: str, factors=()):
     return df
 
 
-def read_relmats(specs) -> dict:
+def read_relmats(specs, allow_sire_dam: bool = False, inbreeding: bool = True) -> dict:
     """NAME=FILE pairs -> {NAME: Pedigree or labelled square DataFrame}."""
     import pandas as pd
 
@@ -123,7 +129,7 @@ def read_relmats(specs) -> dict:
         labels = set(map(str, head.iloc[:, 0]))
         looks_square = len(head) == head.shape[1] - 1 and set(map(str, head.columns[1:])) == labels
         if head.shape[1] == 3 and not looks_square:
-            out[name] = Pedigree(p)
+            out[name] = Pedigree(p, inbreeding=inbreeding, allow_sire_dam=allow_sire_dam)
             continue
         try:
             mat = pd.read_csv(p, index_col=0, sep=None, engine="python")
@@ -238,12 +244,13 @@ def _fit_and_write(args, flush) -> int:
     from .errors import FactorizationError
 
     data = read_data(args.data, args.factors)
-    relmat = read_relmats(args.relmat)
+    relmat = read_relmats(args.relmat, allow_sire_dam=args.allow_sire_dam, inbreeding=not args.no_inbreeding)
     init = read_init(args.init) if args.init else None
     logging.getLogger("mvreml").info(f"mvreml fit: {args.data}: {len(data)} rows, {data.shape[1]} columns")
     try:
         res = fit(args.fixed, random=args.random, residual=args.residual, data=data, relmat=relmat or None,
-                  init=init, fix=args.fix or None, weights=args.weights, maxiter=args.maxiter)
+                  init=init, fix=args.fix or None, weights=args.weights, maxiter=args.maxiter,
+                  missing_animals=args.missing_animals)
     except FactorizationError as exc:
         flush()
         print(f"mvreml: the fit failed: {exc}", file=sys.stderr)

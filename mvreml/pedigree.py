@@ -291,7 +291,8 @@ class Pedigree:
         if both.size:
             msg = f"{both.size} animals are used both as sire and as dam: {_quote(labels[both])}"
             if not allow:
-                raise PedigreeError(msg + " (pass allow_sire_dam=True if that is right)",
+                raise PedigreeError(msg + " (pass allow_sire_dam=True, or --allow-sire-dam on the command line, "
+                                    "if that is right)",
                                     animals=labels[both])
             warnings.warn(msg, PedigreeWarning, stacklevel=3)
 

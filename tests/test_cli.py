@@ -240,3 +240,29 @@ def test_demo_command(tmp_path):
     assert "Traceback" not in proc.stderr and "logL" not in proc.stderr     # no iteration logs
     assert "on 3 df, p = " in proc.stdout
     assert "Model 4 with corgh(trait)" in proc.stdout
+
+
+def test_pedigree_options(tmp_path, capsys):
+    """--allow-sire-dam, --no-inbreeding and --missing-animals reach the pedigree and the fit."""
+    rng = np.random.default_rng(6)
+    founders = [f"a{i}" for i in range(10)]
+    kids = [f"k{i}" for i in range(40)]
+    sires = list(rng.choice(founders[:6], 40))
+    dams = list(rng.choice(founders[5:], 40))          # a5 is a sire and a dam
+    sires[0], dams[0] = "a5", "a6"
+    dams[1] = "a5"
+    ped = pd.DataFrame({"animal": founders + kids, "sire": [""] * 10 + sires, "dam": [""] * 10 + dams})
+    ped.to_csv(tmp_path / "ped.csv", index=False)
+    data = pd.DataFrame({"animal": kids * 2 + ["new1", "new2"], "y": rng.normal(10.0, 2.0, 82)})
+    data.to_csv(tmp_path / "d.csv", index=False)
+    base = ["fit", str(tmp_path / "d.csv"), "--fixed", "y ~ 1", "--random", "~ vm(animal, ped)",
+            "--relmat", f"ped={tmp_path / 'ped.csv'}", "--quiet"]
+    assert cli.main(base + ["--out", str(tmp_path / "o1")]) == 2
+    assert "--allow-sire-dam" in capsys.readouterr().err
+    assert cli.main(base + ["--out", str(tmp_path / "o2"), "--allow-sire-dam"]) == 2
+    assert "missing_animals" in capsys.readouterr().err           # new1, new2 are not in the pedigree
+    code = cli.main(base + ["--out", str(tmp_path / "o3"), "--allow-sire-dam", "--no-inbreeding",
+                            "--missing-animals", "founders"])
+    assert code == 0, capsys.readouterr().err
+    blup = pd.read_csv(tmp_path / "o3" / "blup_animal.csv", index_col="animal")
+    assert {"new1", "new2"} <= set(blup.index) and len(blup) == 52
