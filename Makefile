@@ -37,9 +37,10 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py $(wildcard mvreml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "setuptools>=64" wheel "Cython>=3.0" "numpy>=1.24" "scipy>=1.10"
 	@ver=$$(grep -hoE 'define SUITESPARSE_MAIN_VERSION +[0-9]+' /usr/include/suitesparse/SuiteSparse_config.h 2>/dev/null | awk '{print $$3}' | head -1); \
-	if [ "$${ver:-0}" -ge 7 ] 2>/dev/null; then spec="scikit-sparse>=0.5"; else spec="scikit-sparse>=0.4.12,<0.5"; fi; \
-	echo "SuiteSparse $$ver -> $$spec"; \
-	$(PIP) install -q --no-build-isolation "$$spec"
+	if [ "$${ver:-0}" -ge 7 ] 2>/dev/null; then spec="scikit-sparse>=0.5"; iso=""; \
+	else spec="scikit-sparse>=0.4.12,<0.5"; iso="--no-build-isolation"; fi; \
+	echo "SuiteSparse $$ver -> $$spec (mvreml/cholmod.py adapts to either API)"; \
+	$(PIP) install -q $$iso "$$spec"
 	$(PIP) install -q --no-build-isolation -e ".[test,plot]"
 	touch $@
 

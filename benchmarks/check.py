@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from sksparse.cholmod import cholesky
+from mvreml.cholmod import cholesky
 
 
 def _ldl(A: sp.spmatrix):

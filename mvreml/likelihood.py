@@ -125,7 +125,7 @@ class REMLModel:
         return vals * self.pair_w if weighted else vals
 
     def _factorize(self, C):
-        from sksparse.cholmod import CholmodNotPositiveDefiniteError, analyze
+        from .cholmod import CholmodNotPositiveDefiniteError, analyze
 
         if self.factor is None:
             # the one long step of a large fit besides A^-1: say so (logging, quiet by default)

@@ -48,7 +48,7 @@ def independent_columns(X: sp.spmatrix, tol: float = _TOL) -> tuple[list, list]:
 
 def _full_rank(xtx: sp.csc_matrix, tol: float) -> bool:
     """True when the (unit-diagonal) X'X is positive definite with no pivot below 100 tol."""
-    from sksparse.cholmod import CholmodError, cholesky
+    from .cholmod import CholmodError, cholesky
 
     try:
         d = cholesky(xtx, mode="simplicial").D()

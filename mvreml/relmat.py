@@ -240,14 +240,11 @@ def _dense_chol(values: np.ndarray, labels, name: str, what: str) -> np.ndarray:
 
 
 def _sparse_chol(values: sp.csc_array, labels, name: str, what: str):
-    from sksparse.cholmod import CholmodNotPositiveDefiniteError, cholesky
+    from .cholmod import CholmodNotPositiveDefiniteError, cholesky, failed_column
     try:
         factor = cholesky(sp.csc_matrix(values))
     except CholmodNotPositiveDefiniteError as err:
-        failed = None
-        if err.factor is not None and err.column is not None:
-            failed = int(err.factor.P()[err.column])   # CHOLMOD reports a permuted column
-        raise _not_pd(values, labels, name, what, failed) from None
+        raise _not_pd(values, labels, name, what, failed_column(err)) from None
     tiny = _tiny_pivot(factor.D(), values)
     if tiny is not None:
         raise _not_pd(values, labels, name, what, int(factor.P()[tiny]))

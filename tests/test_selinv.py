@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sksparse.cholmod import analyze
+from mvreml.cholmod import analyze
 
 from mvreml._core import selinv as kernel
 from mvreml.errors import FactorizationError
