@@ -16,13 +16,23 @@ def _ws(path, **kw):
 
 
 # --------------------------------------------------------------------------- Mrode
-def test_mrode_3_1_blup_and_standard_errors(data_dir):
+def _mrode31(data_dir):
+    """Example 3.1: (pedigree table, data with sex as "male" / "female")."""
     d = data_dir / "mrode2014"
     ped = _ws(d / "pedigree_mr03a.txt", header=None, names=["animal", "sire", "dam"])
     dat = _ws(d / "data_mr03a.txt", header=None, names=["animal", "sex", "sire", "dam", "wwg"])
     dat["sex"] = dat["sex"].map({1: "male", 2: "female"})
-    res = mvreml.fit("wwg ~ 0 + sex", random="~ vm(animal, ped)", data=dat, relmat={"ped": ped},
-                     init={"animal": 20.0, "units": 40.0}, fix=["animal", "units"])
+    return ped, dat
+
+
+def _fit31(dat, random, relmat):
+    """Mrode 3.1 with the book's known variances (20, 40)."""
+    return mvreml.fit("wwg ~ 0 + sex", random=random, data=dat, relmat=relmat,
+                      init={"animal": 20.0, "units": 40.0}, fix=["animal", "units"])
+
+def test_mrode_3_1_blup_and_standard_errors(data_dir):
+    ped, dat = _mrode31(data_dir)
+    res = _fit31(dat, "~ vm(animal, ped)", {"ped": ped})
     fx = res.fixef
     assert fx.loc["sex[male]", "estimate"] == pytest.approx(4.35850233, abs=1e-6)
     assert fx.loc["sex[female]", "estimate"] == pytest.approx(3.40443010, abs=1e-6)
@@ -205,12 +215,8 @@ def test_blupf90_quicktour_two_traits_without_inbreeding(data_dir):
 
 def test_mrode_3_1_reliability(data_dir):
     """Book p.45: reliability of animal 1 = 0.058 (PEV 18.84, sigma_a^2 = 20, F = 0)."""
-    d = data_dir / "mrode2014"
-    ped = _ws(d / "pedigree_mr03a.txt", header=None, names=["animal", "sire", "dam"])
-    dat = _ws(d / "data_mr03a.txt", header=None, names=["animal", "sex", "sire", "dam", "wwg"])
-    dat["sex"] = dat["sex"].astype(str)
-    res = mvreml.fit("wwg ~ 0 + sex", random="~ vm(animal, ped)", data=dat, relmat={"ped": ped},
-                     init={"animal": 20.0, "units": 40.0}, fix=["animal", "units"])
+    ped, dat = _mrode31(data_dir)
+    res = _fit31(dat, "~ vm(animal, ped)", {"ped": ped})
     blup = res.blup("animal")
     assert blup.loc["1", "reliability_wwg"] == pytest.approx(1 - 18.84 / 20, abs=1e-3)
     np.testing.assert_allclose(blup["reliability_wwg"], 1 - blup["pev_wwg"] / 20.0, rtol=1e-12)
@@ -233,17 +239,14 @@ def test_user_relationship_matrix_equals_pedigree(data_dir):
     """vm(animal, G) with G = the dense A of the pedigree (or its inverse) gives the pedigree fit."""
     from mvreml.relmat import RelationshipMatrix
 
-    d = data_dir / "mrode2014"
-    ped = mvreml.Pedigree(_ws(d / "pedigree_mr03a.txt", header=None, names=["animal", "sire", "dam"]))
-    dat = _ws(d / "data_mr03a.txt", header=None, names=["animal", "sex", "sire", "dam", "wwg"])
-    dat["sex"] = dat["sex"].astype(str)
+    table, dat = _mrode31(data_dir)
+    ped = mvreml.Pedigree(table)
     A = np.linalg.inv(ped.ainv().toarray())
     G = pd.DataFrame(A, index=ped.ids, columns=ped.ids)
-    kw = dict(data=dat, init={"animal": 20.0, "units": 40.0}, fix=["animal", "units"])
-    by_ped = mvreml.fit("wwg ~ 0 + sex", random="~ vm(animal, ped)", relmat={"ped": ped}, **kw)
-    by_g = mvreml.fit("wwg ~ 0 + sex", random="~ vm(animal, G)", relmat={"G": G}, **kw)
-    by_ginv = mvreml.fit("wwg ~ 0 + sex", random="~ vm(animal, Gi)",
-                         relmat={"Gi": RelationshipMatrix.from_inverse(ped.ainv(), labels=ped.ids)}, **kw)
+    by_ped = _fit31(dat, "~ vm(animal, ped)", {"ped": ped})
+    by_g = _fit31(dat, "~ vm(animal, G)", {"G": G})
+    by_ginv = _fit31(dat, "~ vm(animal, Gi)",
+                     {"Gi": RelationshipMatrix.from_inverse(ped.ainv(), labels=ped.ids)})
     for res in (by_g, by_ginv):
         assert res.loglik == pytest.approx(by_ped.loglik, rel=1e-10)
         np.testing.assert_allclose(res.blup("animal")["wwg"].to_numpy(),
