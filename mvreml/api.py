@@ -6,23 +6,22 @@ turns user inputs (init=, fix=) into parameter vectors.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import errors
+from ._timing import Timer
 from .design import Design, build_design
 from .errors import BoundaryWarning, ConvergenceWarning, StartingValueError
 from .formula import parse_fixed, parse_random, parse_residual
 from .likelihood import Infeasible, ParamBlock, REMLModel
 from .reml import Control, iterate
 from .report import build_result
-from .start import (as_matrix, check_traits, fixed_mask, pairwise_init, phenotypic_covariance,
+from .start import (check_traits, fixed_mask, pairwise_init, phenotypic_covariance,
                     starting_values, unit_residuals)
 from .structures import make_structure
 
@@ -158,42 +157,3 @@ def _blocks(design: Design, resid) -> list:
     blocks.append(ParamBlock(name="units", structure=st, start=start, stop=start + st.n_params, k=None))
     return blocks
 
-
-# kept under their former names for callers of the private API
-_as_matrix = as_matrix
-_starting_values = starting_values
-_fixed_mask = fixed_mask
-
-
-class Timer:
-    """Accumulates wall time by step name (A^-1, symbolic, factorize, selinv, ai...)."""
-
-    def __init__(self):
-        self.seconds: dict = {}
-        self.counts: dict = {}
-
-    def __call__(self, name):
-        return _Section(self, name)
-
-
-class _Section:
-    def __init__(self, timer, name):
-        self.timer, self.name = timer, name
-
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        dt = time.perf_counter() - self.t0
-        self.timer.seconds[self.name] = self.timer.seconds.get(self.name, 0.0) + dt
-        self.timer.counts[self.name] = self.timer.counts.get(self.name, 0) + 1
-        return False
-
-
-def data_signature(design: Design) -> str:
-    """Hash of what REML depends on besides the variance model: y, its trait/unit layout, X."""
-    h = hashlib.sha1()
-    for arr in (design.y, design.obs_trait, design.obs_unit, design.weights):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]

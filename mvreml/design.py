@@ -9,6 +9,7 @@ Nothing here depends on variance parameters: the design is built once per model.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import warnings
@@ -136,6 +137,14 @@ class Design:
     @property
     def p(self) -> int:
         return self.X.shape[1]
+
+    def signature(self) -> str:
+        """Hash of what REML depends on besides the variance model: y, its trait/unit layout,
+        the weights (an LRT refuses fits whose signatures differ)."""
+        h = hashlib.sha1()
+        for arr in (self.y, self.obs_trait, self.obs_unit, self.weights):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
 
 
 def _check_columns(data: pd.DataFrame, names, what: str) -> None:
@@ -299,6 +308,20 @@ def _term_keys(rhs: str) -> list:
     return [str(t) for t in Formula(rhs) if str(t) != "1"]
 
 
+def _term_columns(terms, slices, colnames, prefix, cols, labels, owners) -> None:
+    """Append the model-matrix columns of each term (its formulaic pieces, in order) with their
+    labels (prefix + formulaic name) and owning term label."""
+    for term in terms:
+        for key in _term_keys(term.rhs):
+            s = slices.get(key)
+            if s is None:
+                continue
+            for c in range(s.start, s.stop):
+                cols.append(c)
+                labels.append(prefix + colnames[c])
+                owners.append(term.label)
+
+
 def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
     """Per-trait and common fixed-effect columns stacked into the long format."""
     t = len(traits)
@@ -331,17 +354,8 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
             cols.append(slices["1"].start)
             labels.append(f"trait_{trait}" if multivariate else "(Intercept)")
             owner.append("trait" if multivariate else "(Intercept)")
-        for term in mine:
-            if term.rhs.strip() == "1":
-                continue
-            for key in _term_keys(term.rhs):
-                s = slices.get(key)
-                if s is None:
-                    continue
-                for c in range(s.start, s.stop):
-                    cols.append(c)
-                    labels.append(f"{trait}:{colnames[c]}" if multivariate else colnames[c])
-                    owner.append(term.label)
+        _term_columns([term for term in mine if term.rhs.strip() != "1"], slices, colnames,
+                      f"{trait}:" if multivariate else "", cols, labels, owner)
         add(mat, cols, labels, owner, [j])
 
     if common:
@@ -350,19 +364,7 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
         with_mean = has_trait_mean or fixed.intercept
         mat, colnames, slices = _model_matrix(sub, [term.rhs for term in common], with_mean)
         cols, labels, owner = [], [], []
-        if not multivariate and fixed.intercept and "1" in slices and not blocks:
-            cols.append(slices["1"].start)
-            labels.append("(Intercept)")
-            owner.append("(Intercept)")
-        for term in common:
-            for key in _term_keys(term.rhs):
-                s = slices.get(key)
-                if s is None:
-                    continue
-                for c in range(s.start, s.stop):
-                    cols.append(c)
-                    labels.append(colnames[c])
-                    owner.append(term.label)
+        _term_columns(common, slices, colnames, "", cols, labels, owner)
         add(mat, cols, labels, owner, list(range(t)))
 
     if not blocks:

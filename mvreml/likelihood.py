@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ._timing import Timer
 from .design import Design
 from .mme import MMEPattern
 from .selinv import SelectedInverse
@@ -73,7 +74,7 @@ class REMLModel:
         self.design = design
         self.blocks = blocks
         self.res_block = blocks[-1]
-        self.timer = timer if timer is not None else _NullTimer()
+        self.timer = timer if timer is not None else Timer()
         with self.timer("mme_pattern"):
             self.pattern = MMEPattern(design)
         self.ordering = ordering
@@ -271,20 +272,6 @@ class REMLModel:
             return None
         E = sp.csc_matrix((np.ones(p), (np.arange(p), np.arange(p))), shape=(self.pattern.n_eq, p))
         X = self.factor(E)
-        X = X.toarray() if sp.issparse(X) else np.asarray(X)
-        V = X[:p, :p]
+        # only the fixed rows are wanted: slice before densifying the P x p solution
+        V = X[:p].toarray()[:, :p] if sp.issparse(X) else np.asarray(X)[:p, :p]
         return 0.5 * (V + V.T)
-
-
-class _NullTimer:
-    def __call__(self, name):
-        return _Null()
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-

@@ -29,7 +29,6 @@ def _expand(reduced, model) -> list:
 def build_result(model: REMLModel, state: FitState, fixed: str, random, residual, timer=None,
                  seconds: float = 0.0):
     """Assemble the Result of a finished iteration."""
-    from .api import data_signature
     from .results import Result
 
     d = model.design
@@ -121,7 +120,7 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     hist = pd.DataFrame(state.history)
     n_free = int((~state.fixed).sum())
     model_info = dict(fixed=fixed, random=random, residual=residual, n_varparams=n_free,
-                      n_fixed_params=int(p), data_signature=data_signature(d),
+                      n_fixed_params=int(p), data_signature=d.signature(),
                       timings=dict(timer.seconds) if timer is not None else {}, seconds=float(seconds))
     return Result(traits=list(d.traits), loglik=float(ev.loglik), n_obs=int(d.n_obs), rank_x=int(p),
                   n_units=int(d.n_units), n_dropped=int(d.n_dropped), converged=bool(state.converged),
