@@ -1,4 +1,5 @@
-"""Shared fixtures: where the reference data live (../shared beside the repository)."""
+"""Shared fixtures: where the reference data live (tests/data, copied from the public sets in
+../shared/data with their SOURCE notes, so that a clone of the repository alone runs the tests)."""
 import os
 from pathlib import Path
 
@@ -9,12 +10,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-DATA = SHARED / "data"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA.is_dir():
-        pytest.fail(f"reference data not found at {DATA} (shared/ must sit beside the repository)")
+        pytest.fail(f"reference data not found at {DATA}")
     return DATA
