@@ -314,12 +314,12 @@ def test_make_structure_errors():
     for name in ("corv", "corh"):
         with pytest.raises(FormulaError, match="at least 2 traits"):
             make_structure(name, ("y",))
-    with pytest.raises(FormulaError, match=r"1 <= k < 2, got k=2"):
+    with pytest.raises(FormulaError, match=r"fa\(trait, 2\) on 2 traits.*at most 1 factor"):
         make_structure("fa", ("a", "b"), 2)
-    with pytest.raises(FormulaError, match="got k=None"):
+    with pytest.raises(FormulaError, match=r"fa\(trait, None\)"):
         make_structure("fa", ("a", "b", "c"))
-    with pytest.raises(FormulaError, match="got k=0"):
-        make_structure("fa", ("a", "b", "c"), 0)
+    with pytest.raises(FormulaError, match=r"fa\(site, 0\) on 3 levels of 'site'.*at most 2 factor"):
+        make_structure("fa", ("a", "b", "c"), 0, dim="site")
     with pytest.raises(FormulaError, match="distinct"):
         make_structure("us", ("a", "a"))
     with pytest.raises(FormulaError, match="only fa"):
