@@ -253,7 +253,7 @@ class Iteration:
                 cand = theta_of_matrix(b.structure, M) if np.linalg.eigvalsh(M)[0] > 0 else theta[b.slice]
             else:
                 cand = np.asarray(b.structure.from_matrix(M), float)
-                held = (self.holds.box | self.holds.ident)[b.slice]
+                held = (self.holds.box | self.holds.ident | self.fixed)[b.slice]
                 cand[held] = theta[b.slice][held]
             new[b.slice] = cand if b.structure.feasible(cand) else theta[b.slice]
         return new, reduced

@@ -145,7 +145,7 @@ class Space:
 def labels(model) -> list:
     """Row labels of the variance-component table, one per parameter."""
     multi = len(model.design.traits) > 1
-    return [lab for b in model.blocks for lab in b.structure.labels(b.name, multi)]
+    return [lab for b in model.blocks for lab in b.structure.labels(b.label_name, multi)]
 
 
 def kinds(model) -> list:

@@ -23,7 +23,7 @@ from .reml import Control, iterate
 from .report import build_result
 from .start import (check_traits, fixed_mask, pairwise_init, phenotypic_covariance,
                     starting_values, unit_residuals)
-from .structures import make_structure
+from .structures import Product, Structure, make_structure
 
 log = logging.getLogger("mvreml")
 
@@ -145,15 +145,42 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
     return result, state
 
 
+def term_structure(rd) -> "Structure":
+    """The structure of a random term's compound dimension: its trait structure, a structure
+    on another factor (us(site)), or their direct product in the order written."""
+    term = rd.term
+    if not rd.dims:
+        traits = tuple(str(x) for x in rd.comp_labels)
+        return make_structure(term.structure, traits, k=term.fa_k)
+    dim_of = {d.column: d for d in term.dims}
+    parts = []
+    for name, levels in rd.dims:
+        if name == "trait":
+            parts.append(make_structure(term.structure, levels, k=term.fa_k))
+        else:
+            d = dim_of[name]
+            parts.append(make_structure(d.structure, levels, k=d.k, dim=name))
+    parts = [p for p in parts if not (p.name == "id" and p.t == 1)]
+    return parts[0] if len(parts) == 1 else Product(parts)
+
+
 def _blocks(design: Design, resid) -> list:
+    """Parameter blocks: one per random term (in design order), then one per residual section."""
     blocks = []
     start = 0
     for k, rd in enumerate(design.random):
-        traits = tuple(design.traits[i] for i in rd.traits)
-        st = make_structure(rd.term.structure, traits, k=rd.term.fa_k)
+        st = term_structure(rd)
         blocks.append(ParamBlock(name=rd.name, structure=st, start=start, stop=start + st.n_params, k=k))
         start += st.n_params
-    st = make_structure(resid.structure, tuple(design.traits), k=resid.fa_k)
-    blocks.append(ParamBlock(name="units", structure=st, start=start, stop=start + st.n_params, k=None))
+    for sec, level in enumerate(design.sections or [None]):
+        st = make_structure(resid.structure, tuple(design.traits), k=resid.fa_k)
+        if level is None:
+            name, label = "units", None
+        else:
+            # asreml's label of a section's residual: site_S1!R
+            name = f"{design.section_column}_{level}"
+            label = f"{name}!R"
+        blocks.append(ParamBlock(name=name, structure=st, start=start, stop=start + st.n_params, k=None,
+                                 section=sec if level is not None else None, label=label))
+        start += st.n_params
     return blocks
-

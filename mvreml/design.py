@@ -10,6 +10,7 @@ Nothing here depends on variance parameters: the design is built once per model.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 import warnings
@@ -21,6 +22,7 @@ import scipy.sparse as sp
 
 from .errors import DataError, DataWarning, FormulaError, RelmatError
 from .formula import FixedSpec, RandomTerm, VarianceSpec, columns_used
+from .levels import expand_at, factor_levels, residual_sections
 from .rank import independent_columns
 
 log = logging.getLogger("mvreml")
@@ -48,6 +50,12 @@ class RandomDesign:
         True when K = I (no relationship matrix).
     kdiag : np.ndarray or None
         diag(K) when known (1 + F for a pedigree), for reliabilities.
+    dims : list of (str, tuple of str)
+        The structured dimensions in the order of the direct product: ("trait", trait names)
+        and (column, its levels) for structures on other factors such as us(site).
+    obs_rows, obs_cols : np.ndarray
+        Z of the term as (observation, column) pairs, value 1: column = level * c + compound
+        index, the compound index running over the dimensions in order (the first slowest).
     """
 
     term: RandomTerm
@@ -58,6 +66,9 @@ class RandomDesign:
     logdet_k: float
     identity: bool
     kdiag: np.ndarray | None = None
+    dims: list = field(default_factory=list)
+    obs_rows: np.ndarray | None = None
+    obs_cols: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -69,7 +80,15 @@ class RandomDesign:
 
     @property
     def t(self) -> int:
-        return len(self.traits)
+        """Size c of the compound dimension (the number of traits for a trait-only term)."""
+        return int(np.prod([len(lv) for _, lv in self.dims])) if self.dims else len(self.traits)
+
+    @property
+    def comp_labels(self) -> list[str]:
+        """Labels of the compound index: trait names, site levels, or "y1:S1" for products."""
+        if not self.dims:
+            return [str(x) for x in self.traits]
+        return [":".join(p) for p in itertools.product(*(lv for _, lv in self.dims))]
 
 
 @dataclass
@@ -121,6 +140,10 @@ class Design:
     dropped_columns: list = field(default_factory=list)
     messages: list = field(default_factory=list)
     unit_rows: np.ndarray | None = None
+    sections: list | None = None
+    section_column: str | None = None
+    pattern_section: np.ndarray | None = None
+    unit_section: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:
@@ -266,7 +289,11 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
     unit_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     obs_unit, obs_trait = np.nonzero(observed)
     y = Ysub[obs_unit, obs_trait]
-    patterns, unit_pattern = np.unique(observed, axis=0, return_inverse=True)
+    sections, unit_section = residual_sections(sub, residual, observed, traits)
+    # a missing-value pattern is per residual section: (section, observed traits)
+    keyed = np.column_stack([unit_section, observed]).astype(np.int64)
+    pkeys, unit_pattern = np.unique(keyed, axis=0, return_inverse=True)
+    patterns, pattern_section = pkeys[:, 1:].astype(bool), pkeys[:, 0].astype(np.int64)
 
     X, names, fixed_terms, dropped = _fixed_design(sub, fixed, traits, obs_unit, obs_trait)
     if dropped:
@@ -275,9 +302,15 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
     if missing_animals not in ("error", "founders"):
         raise DataError(f"missing_animals={missing_animals!r}: use 'error' or 'founders'")
     relmat = relmat or {}
-    rand = [_random_design(sub, term, traits, relmat, missing_animals) for term in random.terms]
+    terms = [x for term in random.terms for x in expand_at(sub, term)]
+    term_names = [x.name for x in terms]
+    dup = sorted({n for n in term_names if term_names.count(n) > 1})
+    if dup:
+        raise FormulaError(f"random term {dup[0]!r} appears twice once at() is expanded", term=dup[0])
+    rand = [_random_design(sub, term, traits, relmat, missing_animals, terms, obs_unit, obs_trait)
+            for term in terms]
     for rd in rand:
-        if rd.identity and rd.q < 2:
+        if rd.identity and rd.q < 2 and not rd.term.ide:
             raise DataError(f"random term {rd.name!r} has {rd.q} level in the data: a variance needs "
                             f"at least two levels", column=rd.name)
 
@@ -285,7 +318,8 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
                   unit_start=unit_start, weights=w[rows], patterns=patterns,
                   unit_pattern=unit_pattern.ravel().astype(np.int64), X=X, fixef_names=names,
                   fixed_terms=fixed_terms, random=rand, n_dropped=n_dropped, dropped_columns=dropped,
-                  messages=messages, unit_rows=rows)
+                  messages=messages, unit_rows=rows, sections=sections, section_column=residual.sections,
+                  pattern_section=pattern_section, unit_section=unit_section.astype(np.int64))
 
 
 def _model_matrix(sub: pd.DataFrame, rhs: list, intercept: bool):
@@ -384,18 +418,63 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
 
 
 def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
-                   missing_animals: str = "error") -> RandomDesign:
-    """Levels, unit -> level map and K^-1 of one random term."""
+                   missing_animals: str = "error", terms=(), obs_unit=None, obs_trait=None) -> RandomDesign:
+    """Levels, unit -> level map, K^-1 and the Z pairs of one random term."""
     if term.traits is None:
         tr = np.arange(len(traits))
     else:
         tr = np.array([traits.index(x) for x in term.traits])
+    # units the term covers: at(site, S1) restricts it to the records of S1
+    covered = np.ones(len(sub), bool)
+    for at in term.at:
+        labels_at = factor_labels(sub, [at.column]).astype(str)
+        covered &= labels_at == at.levels[0][0]
     labels = factor_labels(sub, term.factors)
-    if term.relmat is None:
-        levels, level_of_unit = np.unique(labels.astype(str), return_inverse=True)
+    if term.ide:
+        levels, level_of_unit, kinv, logdet_k, identity, kdiag = _ide_levels(sub, term, terms, relmat,
+                                                                            missing_animals, labels)
+    elif term.relmat is None:
+        levels, level_of_unit = np.unique(labels[covered].astype(str), return_inverse=True)
+        full = np.full(len(sub), -1, np.int64)
+        full[covered] = level_of_unit
+        level_of_unit = full
         q = len(levels)
-        return RandomDesign(term=term, traits=tr, levels=levels, level_of_unit=level_of_unit.astype(np.int64),
-                            kinv=sp.identity(q, format="csc"), logdet_k=0.0, identity=True)
+        kinv, logdet_k, identity, kdiag = sp.identity(q, format="csc"), 0.0, True, None
+    else:
+        levels, level_of_unit, kinv, logdet_k, kdiag = _relmat_levels(sub, term, relmat, missing_animals,
+                                                                      labels)
+        identity = False
+    # the compound dimension: trait and structured factors in the order of the product
+    dims, codes = [], []
+    tpos = np.full(len(traits), -1, np.int64)
+    tpos[tr] = np.arange(len(tr))
+    order = term.order if term.dims else ("trait",)
+    dim_of = {d.column: d for d in term.dims}
+    for name in order:
+        if name == "trait":
+            dims.append(("trait", tuple(traits[i] for i in tr)))
+            codes.append(tpos[obs_trait] if obs_trait is not None else None)
+        else:
+            lv, code = factor_levels(sub, name, dim_of[name].label, covered)
+            dims.append((name, lv))
+            codes.append(code[obs_unit] if obs_unit is not None else None)
+    rd = RandomDesign(term=term, traits=tr, levels=np.asarray(levels), level_of_unit=level_of_unit.astype(np.int64),
+                      kinv=kinv, logdet_k=logdet_k, identity=identity, kdiag=kdiag,
+                      dims=dims if term.dims else [])
+    if obs_unit is not None:
+        comp = np.zeros(len(obs_unit), np.int64)
+        ok = covered[obs_unit] & (rd.level_of_unit[obs_unit] >= 0)
+        for (_, lv), code in zip(dims, codes):
+            ok &= code >= 0
+            comp = comp * len(lv) + code
+        rows = np.flatnonzero(ok)
+        rd.obs_rows = rows.astype(np.int64)
+        rd.obs_cols = (rd.level_of_unit[obs_unit[rows]] * rd.t + comp[rows]).astype(np.int64)
+    return rd
+
+
+def _relmat_levels(sub, term, relmat, missing_animals, labels):
+    """Levels of a vm(animal, ped) term: the relationship's labels, its K^-1 and log|K|."""
     from .relmat import as_relmat
 
     if term.relmat not in relmat:
@@ -420,6 +499,17 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
                 if getattr(rel, "pedigree", None) is not None else "")
         raise RelmatError(f"{len(missing)} levels of {term.name!r} in the data are not in relationship "
                           f"{term.relmat!r}: {shown}{hint}", labels=list(missing))
-    return RandomDesign(term=term, traits=tr, levels=levels, level_of_unit=level_of_unit.astype(np.int64),
-                        kinv=kinv, logdet_k=logdet_k, identity=False,
-                        kdiag=rel.diagonal())
+    return levels, level_of_unit, kinv, logdet_k, rel.diagonal()
+
+
+def _ide_levels(sub, term, terms, relmat, missing_animals, labels):
+    """ide(animal): K = I on the levels of the vm(animal, ped) term of the same model
+    (pedigree-only animals included), the permanent-environment twin of the additive effect."""
+    col = term.factors[0]
+    twin = next((t for t in terms if t.relmat is not None and t.factors == (col,)), None)
+    if twin is None:
+        raise FormulaError(f"{term.label!r} needs a vm({col}, relmat) term in the same model: ide() "
+                           f"is its identity twin on the same levels", term=term.label)
+    levels, level_of_unit, _, _, _ = _relmat_levels(sub, twin, relmat, missing_animals, labels)
+    q = len(levels)
+    return levels, level_of_unit, sp.identity(q, format="csc"), 0.0, True, None

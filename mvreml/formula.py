@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from .errors import FormulaError
 
-__all__ = ["Response", "FixedTerm", "FixedSpec", "RandomTerm", "VarianceSpec", "STRUCTURES",
+__all__ = ["Response", "FixedTerm", "FixedSpec", "RandomTerm", "VarianceSpec", "STRUCTURES", "Dim", "At",
            "parse_fixed", "parse_random", "parse_residual", "columns_used"]
 
-#: Trait covariance structures known to mvreml.
+#: Covariance structures known to mvreml (on the traits or on any factor).
 STRUCTURES = ("us", "diag", "idv", "id", "corgh", "corv", "corh", "fa")
 _CORRELATION = ("corgh", "corv", "corh")   # need two traits or more
-_LEVEL_CALLS = ("id", "idv", "vm")          # what may wrap the factor of a random term
+_LEVEL_CALLS = ("id", "idv", "vm", "ide")   # what may wrap the level factor of a random term
+#: structures that give a factor other than trait its own matrix (id / idv on a factor are
+#: identities over its levels, so they stay level factors)
+_DIM_STRUCTURES = ("us", "diag", "corgh", "corv", "corh", "fa")
 _NOT_COLUMNS = frozenset({"TRUE", "FALSE", "True", "False", "None"})
 
 
@@ -49,8 +52,36 @@ class FixedSpec:
 
 
 @dataclass(frozen=True)
+class Dim:
+    """A structured dimension of a random term on a data column: ``us(site)``, ``fa(site, 2)``."""
+    column: str
+    structure: str
+    k: int | None
+    init: tuple[float, ...] | None
+    label: str
+
+
+@dataclass(frozen=True)
+class At:
+    """``at(column, levels)``: the term covers only records at those levels, one term per level.
+
+    ``levels`` is None for every level (asreml's ``at(site)``), else (text, by_position) pairs:
+    ``at(site, 3)`` names the third level, ``at(site, "S3")`` the level S3.
+    """
+    column: str
+    levels: tuple[tuple[str, bool], ...] | None
+
+
+@dataclass(frozen=True)
 class RandomTerm:
-    """A random term (or the residual, ``name == "units"``) with its trait structure."""
+    """A random term (or the residual, ``name == "units"``).
+
+    ``structure`` / ``fa_k`` / ``traits`` describe the trait dimension (``idv`` or ``id`` when the
+    term has none); ``dims`` the structured dimensions on other factors, ``order`` the order of
+    the direct product (``"trait"`` included when the term gives trait a structure), ``at`` the
+    level restrictions, ``ide`` an identity twin of a ``vm()`` term, ``sections`` the column of a
+    residual ``dsum(~ ... | column)``.
+    """
     name: str
     factors: tuple[str, ...]
     structure: str
@@ -59,6 +90,11 @@ class RandomTerm:
     relmat: str | None
     label: str
     init: tuple[float, ...] | None
+    dims: tuple[Dim, ...] = ()
+    order: tuple[str, ...] = ()
+    at: tuple[At, ...] = ()
+    ide: bool = False
+    sections: str | None = None
 
 
 @dataclass(frozen=True)
@@ -424,17 +460,16 @@ def parse_fixed(formula: str) -> FixedSpec:
 
 
 # ---------------------------------------------------------------- random and residual
-def _level(f: _Factor, text: str) -> tuple[str, str | None, tuple[float, ...] | None, str]:
-    """A factor of a random term -> (column, relmat, init, label)."""
+def _level(f: _Factor, text: str) -> tuple[str, str | None, tuple[float, ...] | None, str, bool]:
+    """A level factor of a random term -> (column, relmat, init, label, ide)."""
     if f.toks[0].kind != "name":
         raise FormulaError(f"{f.text!r} cannot be a random factor (term {text!r})", term=text)
     if f.args is None:
-        return f.name, None, None, f.name
+        return f.name, None, None, f.name, False
     if f.name not in _LEVEL_CALLS:
-        hint = (" (vm(animal, ped) fits the additive effect; ide() has no counterpart)"
-                if f.name == "ide" else "")
         raise FormulaError(f"{f.text!r} in {text!r} is not supported: a factor is written bare or as "
-                           f"id(f), idv(f), vm(f, relmat){hint}", term=f.text)
+                           f"id(f), idv(f), vm(f, relmat), ide(f), or given a structure "
+                           f"({', '.join(_DIM_STRUCTURES)}) or at(f, ...)", term=f.text)
     f.check_args(2 if f.name == "vm" else 1, ("init",) if f.name == "idv" else (), text)
     pos, n = f.pos, 2 if f.name == "vm" else 1
     if len(pos) != n or any(len(a) != 1 or a[0].kind not in ("name", "string") for a in pos):
@@ -443,7 +478,46 @@ def _level(f: _Factor, text: str) -> tuple[str, str | None, tuple[float, ...] | 
     col = _unquote(pos[0][0].text)
     relmat = _unquote(pos[1][0].text) if n == 2 else None
     label = f"vm({col}, {relmat})" if n == 2 else f"{f.name}({col})"
-    return col, relmat, _init(f.kw("init"), text), label
+    return col, relmat, _init(f.kw("init"), text), label, f.name == "ide"
+
+
+def _dim(f: _Factor, text: str) -> Dim:
+    """``us(site)``, ``fa(site, 2)``, ``diag(Env, init=...)``: a structure on a data column."""
+    if not f.pos or len(f.pos[0]) != 1 or f.pos[0][0].kind not in ("name", "string"):
+        raise FormulaError(f"cannot read {f.text!r} in {text!r}: expected {f.name}(factor"
+                           f"{', k' if f.name == 'fa' else ''})", term=f.text)
+    col = _unquote(f.pos[0][0].text)
+    k = None
+    if f.name == "fa":
+        f.check_args(2, ("k", "init"), text)
+        kt = f.kw("k") or (f.pos[1] if len(f.pos) > 1 else None)
+        if kt is None or len(kt) != 1 or not kt[0].text.isdigit() or int(kt[0].text) < 1:
+            raise FormulaError(f"{f.text!r} needs the number of factors k >= 1, e.g. fa({col}, 1)",
+                               term=f.text)
+        k = int(kt[0].text)
+    else:
+        f.check_args(1, ("init",), text)
+    label = f"fa({col}, {k})" if k is not None else f"{f.name}({col})"
+    return Dim(col, f.name, k, _init(f.kw("init"), text), label)
+
+
+def _at_factor(f: _Factor, text: str) -> At:
+    """``at(site)``, ``at(site, S3)``, ``at(site, 3)``, ``at(site, c("S1", "S2"))``."""
+    f.check_args(2, (), text)
+    if not f.pos or len(f.pos[0]) != 1 or f.pos[0][0].kind not in ("name", "string"):
+        raise FormulaError(f"cannot read {f.text!r} in {text!r}: expected at(factor, levels)", term=f.text)
+    col = _unquote(f.pos[0][0].text)
+    if len(f.pos) < 2:
+        return At(col, None)
+    levels = []
+    for item in _items(f.pos[1]):
+        if len(item) != 1 or item[0].kind == "op":
+            raise FormulaError(f"cannot read level {_text(item)!r} in {f.text!r}", term=f.text)
+        level = (_unquote(item[0].text), item[0].kind == "number")
+        if level in levels:
+            raise FormulaError(f"level {level[0]!r} given twice in {f.text!r}", term=f.text)
+        levels.append(level)
+    return At(col, tuple(levels))
 
 
 def _random_term(factors: list[_Factor], response: Response, text: str, residual: bool) -> RandomTerm:
@@ -451,35 +525,82 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
     if tpart is not None and not tpart.is_trait_call():
         raise FormulaError(f"{tpart.text!r} in {text!r}: give trait a structure, e.g. us(trait) or "
                            f"diag(trait) (known: {', '.join(STRUCTURES)})", term=tpart.text)
+    dims, ats, levels, order, name_parts = [], [], [], [], []
+    for f in factors:
+        if f is tpart:
+            order.append("trait")
+        elif f.args is not None and f.name == "at":
+            ats.append(_at_factor(f, text))
+            name_parts.append(f"at({ats[-1].column})")
+        elif f.args is not None and f.name in _DIM_STRUCTURES:
+            dims.append(_dim(f, text))
+            order.append(dims[-1].column)
+            name_parts.append(dims[-1].label if dims[-1].structure == "fa" else dims[-1].column)
+        elif f.args is not None and f.name == "rr":
+            raise FormulaError(f"{f.text!r} in {text!r}: reduced-rank rr() models are not supported yet "
+                               "(they need the factor formulation of the mixed-model equations); "
+                               "fa(factor, k) fits loadings plus specific variances", term=f.text)
+        else:
+            levels.append(_level(f, text))
+            name_parts.append(levels[-1][3] if levels[-1][4] else levels[-1][0])
     if response.multivariate and tpart is None:
         example = "units:us(trait)" if residual else f"diag(trait):{text}"
         raise FormulaError(f"{text!r} has no trait structure in a multivariate model; write e.g. "
                            f"{example}", term=text)
-    structure, k, traits, init, tlabel = (_structure(tpart, response, text) if tpart is not None
-                                          else ("idv", None, None, None, None))
-    levels = [_level(f, text) for f in factors if f is not tpart]
+    if tpart is not None:
+        structure, k, traits, init, tlabel = _structure(tpart, response, text)
+    else:
+        # a univariate term with structured dimensions has its scale there, not on the trait
+        structure, k, traits, init, tlabel = ("id" if dims else "idv"), None, None, None, None
     if not levels:
         raise FormulaError(f"{text!r} names no factor, e.g. {text}:Family", term=text)
-    inits = [i for i in [init] + [lv[2] for lv in levels] if i is not None]
+    cols = [lv[0] for lv in levels] + [d.column for d in dims] + [a.column for a in ats]
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        raise FormulaError(f"factor {dup[0]!r} appears twice in {text!r}", term=text)
+    inits = [i for i in [init] + [lv[2] for lv in levels] + [d.init for d in dims] if i is not None]
     relmats = [lv[1] for lv in levels if lv[1] is not None]
     names = tuple(lv[0] for lv in levels)
     if len(inits) > 1:
         raise FormulaError(f"starting values given twice in {text!r}", term=text)
-    if relmats and len(names) > 1:
-        raise FormulaError(f"vm() cannot be crossed with another factor in {text!r}", term=text)
+    if (relmats or any(lv[4] for lv in levels)) and len(names) > 1:
+        raise FormulaError(f"vm() / ide() cannot be crossed with another level factor in {text!r}", term=text)
     if "units" in names and not residual:
         raise FormulaError(f"'units' is the residual: give {text!r} as residual=", term=text)
     pieces = [lv[3] for lv in levels]
-    # asreml writes the residual units:us(trait) and random terms us(trait):Family
-    label = ":".join(pieces + [tlabel] if residual else [tlabel] + pieces) if tlabel else ":".join(pieces)
-    return RandomTerm(":".join(names), names, structure, k, traits, relmats[0] if relmats else None,
-                      label, inits[0] if inits else None)
+    if dims or ats or any(lv[4] for lv in levels):
+        label = ":".join(tlabel if f is tpart else f.text for f in factors)
+        name = ":".join(name_parts)
+    else:
+        # asreml writes the residual units:us(trait) and random terms us(trait):Family
+        label = ":".join(pieces + [tlabel] if residual else [tlabel] + pieces) if tlabel else ":".join(pieces)
+        name = ":".join(names)
+    return RandomTerm(name, names, structure, k, traits, relmats[0] if relmats else None,
+                      label, inits[0] if inits else None, dims=tuple(dims),
+                      order=tuple(order) if dims else (), at=tuple(ats), ide=any(lv[4] for lv in levels))
+
+
+def _nest(rhs: list[_Tok]) -> list[_Tok]:
+    """Nesting in variance formulas: ``a/b/c`` is ``a + a:b + a:b:c`` and
+    ``at(site):rep/block`` is ``at(site):rep + at(site):rep:block``."""
+    out: list[_Tok] = []
+    for sep, chunk in _split(rhs, ("+", "-")):
+        pieces = [p for _, p in _split(chunk, ("/",))]
+        if len(pieces) > 1 and any(not p for p in pieces):
+            raise FormulaError(f"empty side of '/' in {_text(chunk)!r}", term=_text(chunk))
+        acc: list[_Tok] = []
+        for i, piece in enumerate(pieces):
+            acc = acc + ([_Tok("op", ":")] if acc else []) + list(piece)
+            if out or sep is not None:
+                out.append(_Tok("op", (sep or "+") if i == 0 else "+"))
+            out.extend(acc)
+    return out
 
 
 def _variance_terms(formula: str, response: Response, what: str) -> tuple[list, str]:
     _, rhs, piece = _sides(formula, what, False)
     items = []
-    for sign, factors, text, written in _terms(rhs, piece):
+    for sign, factors, text, written in _terms(_nest(rhs), piece):
         if any(f.name == "dsum" for f in factors):
             raise FormulaError(f"{text!r}: dsum() structures are not supported", term=text)
         if sign == "-":
@@ -506,7 +627,8 @@ def parse_random(formula: str | None, response: Response) -> VarianceSpec:
     if formula is None or not str(formula).strip():
         return VarianceSpec(())
     items, piece = _variance_terms(formula, response, "random")
-    return VarianceSpec(_dedupe(items, lambda t: frozenset(t.factors), piece, "random"))
+    key = lambda t: (frozenset(t.factors), frozenset(d.column for d in t.dims), t.at, t.ide)  # noqa: E731
+    return VarianceSpec(_dedupe(items, key, piece, "random"))
 
 
 def parse_residual(formula: str | None, response: Response) -> RandomTerm:
@@ -515,27 +637,70 @@ def parse_residual(formula: str | None, response: Response) -> RandomTerm:
     Parameters
     ----------
     formula : str or None
-        ``"~ units"``, ``"~ units:us(trait)"``, ``"~ id(units):diag(trait)"``; None or ``""``:
-        ``idv(units)``, or ``units:us(trait)`` for a multivariate response.
+        ``"~ units"``, ``"~ units:us(trait)"``, ``"~ id(units):diag(trait)"``; residual sections
+        ``"~ dsum(~ units | site)"`` (one residual matrix per level of site; also written
+        ``"~ at(site):units"`` or ``"~ units:at(site)"``), ``"~ dsum(~ units:us(trait) | site)"``.
+        None or ``""``: ``idv(units)``, or ``units:us(trait)`` for a multivariate response.
     response : Response
 
     Returns
     -------
     RandomTerm
-        Named ``"units"``; ``traits`` is None (the residual covers every trait).
+        Named ``"units"``; ``traits`` is None (the residual covers every trait); ``sections``
+        the column whose levels have their own residual matrix (None: one for all records).
     """
     if formula is None or not str(formula).strip():
         formula = "~ units:us(trait)" if response.multivariate else "~ units"
+    _, rhs, piece = _sides(formula, "residual", False)
+    parts = _split(rhs, ("+", "-"))
+    if len(parts) == 1 and rhs[0].kind == "name" and rhs[0].text == "dsum":
+        return _dsum(_factor(rhs, piece), response, piece)
     items, piece = _variance_terms(formula, response, "residual")
     if len(items) != 1:
-        raise FormulaError(f"the residual {piece!r} must be one term, e.g. units:us(trait)", term=piece)
+        raise FormulaError(f"the residual {piece!r} must be one term, e.g. units:us(trait) "
+                           "(sections: dsum(~ units | site))", term=piece)
     term = items[0][0]
-    if term.factors != ("units",) or term.relmat is not None:
+    if term.factors != ("units",) or term.relmat is not None or term.ide:
         raise FormulaError(f"the residual {piece!r} must be built on 'units', e.g. units:us(trait)",
                            term=piece)
+    if term.dims:
+        raise FormulaError(f"the residual {piece!r}: a structure on {term.dims[0].column!r} is not "
+                           f"supported in the residual; one residual matrix per level is "
+                           f"dsum(~ units | {term.dims[0].column})", term=piece)
     if term.traits is not None:
         raise FormulaError(f"the residual {piece!r} must cover every trait, not at(trait, ...)", term=piece)
+    if term.at:
+        if len(term.at) > 1 or term.at[0].levels is not None:
+            raise FormulaError(f"the residual {piece!r}: at(factor) gives every level of one factor its "
+                               "own residual; residuals on some levels only are not supported", term=piece)
+        col = term.at[0].column
+        inner = "units" if term.structure == "idv" else f"units:{term.label.split(':')[-1]}"
+        return replace(term, name="units", at=(), sections=col, label=f"dsum(~ {inner} | {col})")
     return term
+
+
+def _dsum(f: _Factor, response: Response, piece: str) -> RandomTerm:
+    """``dsum(~ units | site)``: the inner residual structure, once per level of site."""
+    if f.args is None or len(f.pos) != 1:
+        raise FormulaError(f"cannot read {piece!r}: expected dsum(~ units | factor)", term=piece)
+    if f.kw("levels") is not None:
+        raise FormulaError(f"{piece!r}: dsum(..., levels=) with different structures for different "
+                           "sections is not supported yet; dsum(~ units | site) gives every section "
+                           "the same structure", term=piece)
+    f.check_args(1, (), piece)
+    sides = _split(list(f.pos[0]), ("|",))
+    if len(sides) != 2 or len(sides[1][1]) != 1 or sides[1][1][0].kind not in ("name", "string"):
+        raise FormulaError(f"cannot read {piece!r}: expected dsum(~ units | factor), one factor "
+                           "after '|'", term=piece)
+    col = _unquote(sides[1][1][0].text)
+    inner = _text(sides[0][1])
+    if not inner.lstrip().startswith("~"):
+        raise FormulaError(f"cannot read {piece!r}: the structure inside dsum() is a formula, "
+                           f"dsum(~ units | {col})", term=piece)
+    term = parse_residual(inner, response)
+    if term.sections is not None:
+        raise FormulaError(f"{piece!r}: dsum() cannot be nested", term=piece)
+    return replace(term, sections=col, label=f"dsum({inner.strip()} | {col})")
 
 
 def columns_used(fixed: FixedSpec, random: VarianceSpec, residual: RandomTerm) -> set[str]:
@@ -545,5 +710,10 @@ def columns_used(fixed: FixedSpec, random: VarianceSpec, residual: RandomTerm) -
     """
     cols = set(fixed.response.traits)
     cols.update(c for t in fixed.terms for c in t.columns)
-    cols.update(f for t in random.terms + (residual,) for f in t.factors)
+    for t in random.terms + (residual,):
+        cols.update(t.factors)
+        cols.update(d.column for d in t.dims)
+        cols.update(a.column for a in t.at)
+        if t.sections is not None:
+            cols.add(t.sections)
     return cols - {"units", "trait"}

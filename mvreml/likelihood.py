@@ -32,10 +32,16 @@ class ParamBlock:
     start: int
     stop: int
     k: int | None            # random term index; None for the residual
+    section: int | None = None     # residual section (dsum level) of a residual block
+    label: str | None = None       # name its component labels start with ("site_S1!R")
 
     @property
     def slice(self) -> slice:
         return slice(self.start, self.stop)
+
+    @property
+    def label_name(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
@@ -73,7 +79,10 @@ class REMLModel:
     def __init__(self, design: Design, blocks: list, ordering: str = "default", timer=None):
         self.design = design
         self.blocks = blocks
-        self.res_block = blocks[-1]
+        # the residual: one block per section (dsum level), after the random terms
+        self.res_blocks = [b for b in blocks if b.k is None]
+        self.n_random = len(blocks) - len(self.res_blocks)
+        self.res_block = self.res_blocks[-1]
         self.timer = timer if timer is not None else Timer()
         with self.timer("mme_pattern"):
             self.pattern = MMEPattern(design)
@@ -101,15 +110,19 @@ class REMLModel:
             mats.append(M)
         return mats
 
-    def _residual_parts(self, R0):
-        """Per missing pattern: R_m^-1 (padded into t x t), log|R_m|."""
+    def _pattern_sections(self) -> np.ndarray:
+        ps = self.design.pattern_section
+        return np.zeros(len(self.design.patterns), np.int64) if ps is None else ps
+
+    def _residual_parts(self, R0s):
+        """Per missing pattern (of a residual section): R_m^-1 (padded into t x t), log|R_m|."""
         pats = self.design.patterns
         t = self.design.t
         stack = np.zeros((len(pats), t, t))
         logdet = np.zeros(len(pats))
-        for m, o in enumerate(pats):
+        for m, (o, sec) in enumerate(zip(pats, self._pattern_sections())):
             idx = np.flatnonzero(o)
-            Rm = R0[np.ix_(idx, idx)]
+            Rm = R0s[sec][np.ix_(idx, idx)]
             try:
                 Lm = np.linalg.cholesky(Rm)
             except np.linalg.LinAlgError:
@@ -150,9 +163,9 @@ class REMLModel:
         d = self.design
         pat = self.pattern
         mats = self.matrices(theta)
-        R0 = mats[-1]
+        nr = self.n_random
         ginv, logdet_g = [], 0.0
-        for b, G, rd in zip(self.blocks[:-1], mats[:-1], d.random):
+        for b, G, rd in zip(self.blocks[:nr], mats[:nr], d.random):
             try:
                 Lg = np.linalg.cholesky(G)
             except np.linalg.LinAlgError:
@@ -160,7 +173,7 @@ class REMLModel:
             Gi = np.linalg.inv(G)
             ginv.append(0.5 * (Gi + Gi.T))
             logdet_g += rd.q * 2.0 * np.log(np.diag(Lg)).sum() + rd.t * rd.logdet_k
-        rstack, rlogdet = self._residual_parts(R0)
+        rstack, rlogdet = self._residual_parts(mats[nr:])
         rinv_pairs = self._pair_values(rstack)
         with self.timer("assemble"):
             C = pat.assemble(rinv_pairs, ginv)
@@ -198,7 +211,8 @@ class REMLModel:
         em = []
         sol, e = ev.solution, ev.residuals
         with self.timer("score"):
-            for b, G, Gi, rd, off, Z in zip(self.blocks[:-1], mats[:-1], ginv, d.random, pat.offsets, self.Z):
+            nr = self.n_random
+            for b, G, Gi, rd, off, Z in zip(self.blocks[:nr], mats[:nr], ginv, d.random, pat.offsets, self.Z):
                 U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
                 S = U.T @ (rd.kinv @ U) + pat.term_trace(b.k, x)
                 S = 0.5 * (S + S.T)
@@ -208,30 +222,12 @@ class REMLModel:
                     A = Gi @ dG[j]
                     score[b.start + j] = -0.5 * (rd.q * np.trace(A) - np.trace(A @ Gi @ S))
                     F[:, b.start + j] = Z @ (U @ A).ravel()
-            # residual
-            rb = self.res_block
+            # residual, section by section: a parameter of section s moves only its records' R_i
             Q = pat.residual_trace_pairs(x)
             ee = e[pat.pair_a] * e[pat.pair_b] + Q
-            dR = rb.structure.derivatives(ev.theta[rb.slice])
-            pats = d.patterns
-            for j in range(rb.stop - rb.start):
-                bstack = np.zeros_like(rstack)
-                hstack = np.zeros_like(rstack)
-                tr1 = 0.0
-                for m, o in enumerate(pats):
-                    idx = np.flatnonzero(o)
-                    n = len(idx)
-                    Ri = rstack[m, :n, :n]
-                    dRm = dR[j][np.ix_(idx, idx)]
-                    H = dRm @ Ri
-                    hstack[m, :n, :n] = H
-                    bstack[m, :n, :n] = Ri @ H
-                    tr1 += self.pattern_count[m] * np.trace(H)
-                bp = self._pair_values(bstack)
-                score[rb.start + j] = -0.5 * (tr1 - bp @ ee)
-                hp = self._pair_values(hstack, weighted=False)
-                F[:, rb.start + j] = pat.rinv_matrix(hp) @ e
-            em.append(self._residual_em(mats[-1], rstack, ee))
+            for rb, R0 in zip(self.res_blocks, mats[nr:]):
+                self._residual_score(rb, ev, rstack, ee, score, F)
+                em.append(self._residual_em(R0, rstack, ee, rb.section or 0))
         with self.timer("ai"):
             RF = Rinv @ F
             B = pat.W.T @ RF
@@ -241,8 +237,33 @@ class REMLModel:
         ev.ai = 0.5 * (ai + ai.T)
         ev.em = em
 
-    def _residual_em(self, R0, rstack, ee):
-        """EM update of R0 with missing traits: the expected full-trait residual outer products."""
+    def _residual_score(self, rb, ev, rstack, ee, score, F):
+        """Score and working variates of the parameters of residual block `rb` (one section)."""
+        d = self.design
+        pat = self.pattern
+        e = ev.residuals
+        dR = rb.structure.derivatives(ev.theta[rb.slice])
+        mine = np.flatnonzero(self._pattern_sections() == (rb.section or 0))
+        for j in range(rb.stop - rb.start):
+            bstack = np.zeros_like(rstack)
+            hstack = np.zeros_like(rstack)
+            tr1 = 0.0
+            for m in mine:
+                idx = np.flatnonzero(d.patterns[m])
+                n = len(idx)
+                Ri = rstack[m, :n, :n]
+                H = dR[j][np.ix_(idx, idx)] @ Ri
+                hstack[m, :n, :n] = H
+                bstack[m, :n, :n] = Ri @ H
+                tr1 += self.pattern_count[m] * np.trace(H)
+            bp = self._pair_values(bstack)
+            score[rb.start + j] = -0.5 * (tr1 - bp @ ee)
+            hp = self._pair_values(hstack, weighted=False)
+            F[:, rb.start + j] = pat.rinv_matrix(hp) @ e
+
+    def _residual_em(self, R0, rstack, ee, section: int = 0):
+        """EM update of R0 of one residual section with missing traits: the expected full-trait
+        residual outer products over the section's units."""
         d = self.design
         pat = self.pattern
         t = d.t
@@ -251,14 +272,16 @@ class REMLModel:
         idx = (self.pair_pattern * t + pat.pair_ia) * t + pat.pair_ib
         Esum = np.bincount(idx, weights=ee * self.pair_w, minlength=n_pat * t * t).reshape(n_pat, t, t)
         total = np.zeros((t, t))
-        for m, o in enumerate(d.patterns):
-            io = np.flatnonzero(o)
+        n_units = 0
+        for m in np.flatnonzero(self._pattern_sections() == section):
+            io = np.flatnonzero(d.patterns[m])
             n = len(io)
             cnt = self.pattern_count[m]
+            n_units += cnt
             Ri = rstack[m, :n, :n]
             A = R0[:, io] @ Ri                        # t x n
             total += cnt * R0 + A @ (Esum[m, :n, :n] - cnt * R0[np.ix_(io, io)]) @ A.T
-        return total / d.n_units
+        return total / max(n_units, 1)
 
     # ----------------------------------------------------------------- extras
     def pev_diagonal(self) -> np.ndarray:

@@ -150,11 +150,9 @@ class MMEPattern:
         offsets = []
         col = design.p
         for rd in design.random:
-            pos = np.full(design.t, -1, dtype=np.int64)
-            pos[rd.traits] = np.arange(rd.t)
-            tpos = pos[design.obs_trait]
-            rows = np.flatnonzero(tpos >= 0)
-            cols = rd.level_of_unit[design.obs_unit[rows]] * rd.t + tpos[rows]
+            # Z_k from the design's (observation, level x compound) pairs: the compound index is
+            # the trait, a site, or a product of them (design.py)
+            rows, cols = rd.obs_rows, rd.obs_cols
             blocks.append(sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(N, rd.q * rd.t)))
             offsets.append(col)
             col += rd.q * rd.t

@@ -51,7 +51,7 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
         traits = list(st.traits)
         structures[b.name] = st.name
         term_traits[b.name] = traits
-        labels = st.labels(b.name, multivariate)
+        labels = st.labels(b.label_name, multivariate)
         for j, (lab, kind) in enumerate(zip(labels, st.kinds())):
             i = b.start + j
             est = float(theta[i])
@@ -94,11 +94,11 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
                          index=pd.Index(d.fixef_names, name="effect"))
     fixef_vcov = model.fixed_vcov()
     blups = {}
-    for rd, off, block in zip(d.random, model.pattern.offsets, model.blocks[:-1]):
+    for rd, off, block in zip(d.random, model.pattern.offsets, model.blocks[:model.n_random]):
         n = rd.q * rd.t
         U = sol[off:off + n].reshape(rd.q, rd.t)
         pev = diag[off:off + n].reshape(rd.q, rd.t)
-        tr = [d.traits[i] for i in rd.traits]
+        tr = rd.comp_labels      # trait names, or the levels of the term's compound dimension
         df = pd.DataFrame(U, index=pd.Index(rd.levels, name=rd.name), columns=tr)
         for j, name in enumerate(tr):
             df[f"pev_{name}"] = pev[:, j]

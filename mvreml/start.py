@@ -138,33 +138,45 @@ def starting_values(design: Design, blocks, init, P: np.ndarray):
         Phenotypic covariance (:func:`phenotypic_covariance`).
     """
     init = dict(init or {})
-    names = {b.name for b in blocks}
+    names = {b.name for b in blocks} | {"units"}
     unknown = [k for k in init if k not in names]
     if unknown:
         raise StartingValueError(f"init names terms {unknown} that are not in the model "
                                  f"(terms: {sorted(names)})", term=unknown[0])
     v = np.diag(P)
-    n_rand = len(blocks) - 1
+    n_res = sum(b.k is None for b in blocks)
+    n_rand = len(blocks) - n_res
     theta = np.zeros(blocks[-1].stop)
     scale = np.zeros(blocks[-1].stop)
+    Y = unit_residuals(design) if design.sections else None
     for b in blocks:
         resid = b.k is None
-        idx = np.arange(design.t) if resid else design.random[b.k].traits
-        share = (0.5 if n_rand else 1.0) if resid else 0.5 / n_rand
-        traits = tuple(design.traits[i] for i in idx)
-        vd = v[idx]
         if b.stop == b.start:
             continue
+        share = (0.5 if n_rand else 1.0) if resid else 0.5 / n_rand
+        key = b.name if b.name in init else ("units" if resid and "units" in init else None)
         formula_init = _formula_init(design, b)
-        if b.name in init:
-            th = np.asarray(b.structure.from_matrix(as_matrix(init[b.name], traits, b.name)), float)
+        if resid or not design.random[b.k].dims:
+            idx = np.arange(design.t) if resid else design.random[b.k].traits
+            Pb = P
+            if resid and b.section is not None:
+                # each residual section starts from its own records' phenotypic covariance
+                Pb = phenotypic_covariance(design, Y[design.unit_section == b.section])
+            traits = tuple(design.traits[i] for i in idx)
+            G0 = share * Pb[np.ix_(idx, idx)]
+            vd = np.diag(Pb)[idx]
+        else:
+            traits = tuple(design.random[b.k].comp_labels)
+            G0, vd = _compound_start(design, design.random[b.k], b.structure, P, share)
+        if key is not None:
+            th = np.asarray(b.structure.from_matrix(as_matrix(init[key], traits, b.name)), float)
         elif formula_init is not None:
             th = np.asarray(formula_init, float)
             if th.shape != (b.stop - b.start,):
                 raise StartingValueError(f"init=c(...) of {b.name!r} has {th.size} values; "
                                          f"{b.structure} needs {b.stop - b.start}", term=b.name)
         else:
-            th = np.asarray(b.structure.from_matrix(share * P[np.ix_(idx, idx)]), float)
+            th = np.asarray(b.structure.from_matrix(G0), float)
         if not b.structure.feasible(th):
             raise StartingValueError(f"starting values of {b.name!r} are outside the parameter space of "
                                      f"{b.structure} (not positive definite)", term=b.name)
@@ -173,6 +185,48 @@ def starting_values(design: Design, blocks, init, P: np.ndarray):
     return theta, scale
 
 
+#: starting correlation between the levels of a structured factor (sites): a common, moderate
+#: value gives fa loadings and us covariances room to move either way
+_START_LEVEL_COR = 0.3
+
+
+def _level_matrix(design: Design, rd, dim: int, P: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Starting matrix of a structured factor (site): relative variances from the records of
+    each level (fixed-effect residuals, each trait on its phenotypic scale), mean 1, with a
+    common correlation."""
+    sizes = [len(lv) for _, lv in rd.dims]
+    comp = rd.obs_cols % rd.t
+    code = (comp // int(np.prod(sizes[dim + 1:]))) % sizes[dim]
+    obs = rd.obs_rows
+    z = Y[design.obs_unit[obs], design.obs_trait[obs]] / np.sqrt(np.diag(P)[design.obs_trait[obs]])
+    ok = np.isfinite(z)
+    n = np.bincount(code[ok], minlength=sizes[dim])
+    ss = np.bincount(code[ok], weights=z[ok] ** 2, minlength=sizes[dim])
+    r = np.where(n > 1, ss / np.maximum(n, 1), np.nan)
+    r = np.where(np.isfinite(r) & (r > 0), r, np.nanmean(r) if np.isfinite(r).any() else 1.0)
+    r = np.clip(r / np.mean(r), 0.05, 20.0)
+    sd = np.sqrt(r)
+    R = np.full((len(r), len(r)), _START_LEVEL_COR)
+    np.fill_diagonal(R, 1.0)
+    return R * np.outer(sd, sd)
+
+
+def _compound_start(design: Design, rd, structure, P: np.ndarray, share: float):
+    """(G0, per-level phenotypic variances) of a term with structured factors: share x P on the
+    traits (x) level matrices of the other factors, in the order of the product."""
+    Y = unit_residuals(design)
+    G0 = np.ones((1, 1))
+    mats = []
+    for i, (name, _) in enumerate(rd.dims):
+        if name == "trait":
+            M = share * P[np.ix_(rd.traits, rd.traits)]
+        else:
+            M = _level_matrix(design, rd, i, P, Y)
+        mats.append(M)
+        G0 = np.kron(G0, M)
+    if all(name != "trait" for name, _ in rd.dims):
+        G0 = G0 * share * P[0, 0]
+    return G0, np.diag(G0) / share
 def _formula_init(design: Design, block):
     if block.k is None:
         return None
@@ -182,7 +236,16 @@ def _formula_init(design: Design, block):
 def _scales(structure, vd: np.ndarray) -> list:
     """Typical magnitude of each parameter: variances and covariances from the phenotypic
     variances of their traits; a common variance (idv, corv) from the smallest of them, so
-    that its boundary value is negligible for every trait it covers."""
+    that its boundary value is negligible for every trait it covers. In a direct product the
+    factor that carries the scale gets the compound's magnitude, the others (relative
+    matrices, first variance held at 1) magnitude 1."""
+    if structure.name == "product":
+        out = []
+        big = float(np.mean(vd))
+        for i, f in enumerate(structure.factors):
+            sub = np.full(f.t, big if i == structure._free else 1.0)
+            out += _scales(f, sub) if f.n_params else []
+        return out
     out = []
     common = structure.name in ("idv", "corv")
     for kind, pair in zip(structure.kinds(), structure.trait_pairs()):
@@ -201,12 +264,16 @@ def fixed_mask(blocks, fix, init, terms) -> np.ndarray:
     """Parameters held at their starting values (``fix=`` names whole terms)."""
     mask = np.zeros(blocks[-1].stop, bool)
     for name in fix or []:
-        if name not in terms:
+        if name not in terms and name != "units":
             raise ModelError(f"fix= names term {name!r}, which is not in the model (terms: {terms})")
         if not init or name not in init:
             raise StartingValueError(f"fix= holds {name!r} but init= gives no value for it", term=name)
-        b = next(b for b in blocks if b.name == name)
-        mask[b.slice] = True
+        for b in blocks:
+            if b.name == name or (name == "units" and b.k is None):
+                mask[b.slice] = True
+    for b in blocks:
+        # scales held for identifiability in a direct product (reported "F")
+        mask[b.slice] |= b.structure.fixed_params()
     return mask
 
 
