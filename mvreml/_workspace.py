@@ -81,7 +81,7 @@ class Space:
                     add(c, 0.0 if i == j else -np.inf, np.inf, d[bi][i] * d[bi][j], (bi, "vech", p))
             else:
                 for i in range(b.start, b.stop):
-                    if holds.box[i] or holds.ident[i]:
+                    if holds.box[i] or holds.ident[i] or fixed[i]:
                         continue
                     c = np.zeros(n)
                     c[i] = 1.0

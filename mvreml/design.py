@@ -69,6 +69,7 @@ class RandomDesign:
     dims: list = field(default_factory=list)
     obs_rows: np.ndarray | None = None
     obs_cols: np.ndarray | None = None
+    compound: list | None = None
 
     @property
     def name(self) -> str:
@@ -86,8 +87,8 @@ class RandomDesign:
     @property
     def comp_labels(self) -> list[str]:
         """Labels of the compound index: trait names, site levels, or "y1:S1" for products."""
-        if not self.dims:
-            return [str(x) for x in self.traits]
+        if self.compound is not None:
+            return list(self.compound)
         return [":".join(p) for p in itertools.product(*(lv for _, lv in self.dims))]
 
 
@@ -460,7 +461,8 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
             codes.append(code[obs_unit] if obs_unit is not None else None)
     rd = RandomDesign(term=term, traits=tr, levels=np.asarray(levels), level_of_unit=level_of_unit.astype(np.int64),
                       kinv=kinv, logdet_k=logdet_k, identity=identity, kdiag=kdiag,
-                      dims=dims if term.dims else [])
+                      dims=dims if term.dims else [],
+                      compound=[":".join(p) for p in itertools.product(*(lv for _, lv in dims))])
     if obs_unit is not None:
         comp = np.zeros(len(obs_unit), np.int64)
         ok = covered[obs_unit] & (rd.level_of_unit[obs_unit] >= 0)

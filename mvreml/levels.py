@@ -128,6 +128,7 @@ def residual_sections(sub: pd.DataFrame, residual: RandomTerm, observed: np.ndar
     col = residual.sections
     levels, code = factor_levels(sub, col, f"dsum(~ ... | {col})", np.ones(n, bool))
     for s, lev in enumerate(levels):
+        lev = str(lev)
         counts = observed[code == s].sum(axis=0)
         for j, trait in enumerate(traits):
             if counts[j] < 2:

@@ -188,6 +188,29 @@ class Result:
                     out.loc[a, b] = self._x[k]
         return out
 
+    def loadings(self, term: str) -> pd.DataFrame:
+        """Loadings of an fa(k) term: levels x factors (fa1, fa2, ...), in the constrained
+        rotation asreml reports (L[i, m] = 0 for i < m, diagonal >= 0).
+
+        Parameters
+        ----------
+        term : str
+            An fa term, e.g. ``"fa(site, 2):gen"`` or a trait structure ``fa(trait, 1)``'s term.
+        """
+        levels = self._term(term)
+        rows = self.varcomp[(self.varcomp["term"] == term) & (self.varcomp["kind"] == "loading")]
+        if self.structures.get(term) != "fa" or rows.empty:
+            raise ModelError(f"term {term!r} is not a factor-analytic fa(k) term "
+                             f"(its structure: {self.structures.get(term)})")
+        t, n = len(levels), len(rows)
+        k = next(k for k in range(1, t) if sum(t - m for m in range(k)) == n)
+        L = np.zeros((t, k))
+        values = iter(rows["estimate"].to_numpy(dtype=float))
+        for m in range(k):
+            for i in range(m, t):
+                L[i, m] = next(values)
+        return pd.DataFrame(L, index=pd.Index(levels), columns=[f"fa{m + 1}" for m in range(k)])
+
     def _element(self, term: str, a: str, b: str) -> Dual:
         return self._index.element(term, a, b, self._x)
 

@@ -15,28 +15,38 @@ def dense_parts(design):
     Zs, Ks = [], []
     for rd in design.random:
         Z = np.zeros((N, rd.q * rd.t))
-        pos = {int(tr): i for i, tr in enumerate(rd.traits)}
-        for n in range(N):
-            tr = int(design.obs_trait[n])
-            if tr in pos:
-                Z[n, rd.level_of_unit[design.obs_unit[n]] * rd.t + pos[tr]] = 1.0
+        if not rd.dims and not rd.term.at:
+            pos = {int(tr): i for i, tr in enumerate(rd.traits)}
+            for n in range(N):
+                tr = int(design.obs_trait[n])
+                if tr in pos:
+                    Z[n, rd.level_of_unit[design.obs_unit[n]] * rd.t + pos[tr]] = 1.0
+        else:
+            # terms on structured factors: the design's (observation, column) pairs, which
+            # tests/test_met.py checks against the data directly
+            Z[rd.obs_rows, rd.obs_cols] = 1.0
         Zs.append(Z)
         Ks.append(np.linalg.inv(rd.kinv.toarray()))
     return X, Zs, Ks
 
 
+def _section(design, i):
+    return 0 if design.unit_section is None else int(design.unit_section[i])
+
+
 def dense_V(design, mats, parts=None):
-    """V = sum_k Z_k (K_k (x) G_k) Z_k' + R for the matrices [G_1, ..., G_K, R0]."""
+    """V = sum_k Z_k (K_k (x) G_k) Z_k' + R for the matrices [G_1, ..., G_K, R0 per section]."""
     X, Zs, Ks = parts if parts is not None else dense_parts(design)
     N = design.n_obs
     V = np.zeros((N, N))
-    for Z, K, G in zip(Zs, Ks, mats[:-1]):
+    nr = len(design.random)
+    for Z, K, G in zip(Zs, Ks, mats[:nr]):
         V += Z @ np.kron(K, G) @ Z.T
-    R0 = mats[-1]
+    R0s = mats[nr:]
     for i in range(design.n_units):
         a, b = design.unit_start[i], design.unit_start[i + 1]
         tr = design.obs_trait[a:b]
-        V[a:b, a:b] += R0[np.ix_(tr, tr)] / design.weights[i]
+        V[a:b, a:b] += R0s[_section(design, i)][np.ix_(tr, tr)] / design.weights[i]
     return V
 
 
@@ -72,6 +82,8 @@ def dense_dV(design, blocks, theta, parts=None):
                 N = design.n_obs
                 D = np.zeros((N, N))
                 for i in range(design.n_units):
+                    if b.section is not None and _section(design, i) != b.section:
+                        continue
                     a, c = design.unit_start[i], design.unit_start[i + 1]
                     tr = design.obs_trait[a:c]
                     D[a:c, a:c] = dG[j][np.ix_(tr, tr)] / design.weights[i]
