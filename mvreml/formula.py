@@ -526,6 +526,9 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
         raise FormulaError(f"{tpart.text!r} in {text!r}: give trait a structure, e.g. us(trait) or "
                            f"diag(trait) (known: {', '.join(STRUCTURES)})", term=tpart.text)
     dims, ats, levels, order, name_parts = [], [], [], [], []
+    # crossed with vm() / ide(), a plain factor is a dimension of its own with K = I
+    # (idv(env):vm(gen, ped) has variance sigma^2 I_env (x) A)
+    has_rel = any(f.args is not None and f.name in ("vm", "ide") for f in factors)
     for f in factors:
         if f is tpart:
             order.append("trait")
@@ -541,8 +544,15 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
                                "(they need the factor formulation of the mixed-model equations); "
                                "fa(factor, k) fits loadings plus specific variances", term=f.text)
         else:
-            levels.append(_level(f, text))
-            name_parts.append(levels[-1][3] if levels[-1][4] else levels[-1][0])
+            lv = _level(f, text)
+            if has_rel and lv[1] is None and not lv[4]:
+                st = "idv" if f.args is not None and f.name == "idv" else "id"
+                dims.append(Dim(lv[0], st, None, lv[2], lv[3]))
+                order.append(lv[0])
+                name_parts.append(lv[0])
+                continue
+            levels.append(lv)
+            name_parts.append(lv[3] if lv[4] else lv[0])
     if response.multivariate and tpart is None:
         example = "units:us(trait)" if residual else f"diag(trait):{text}"
         raise FormulaError(f"{text!r} has no trait structure in a multivariate model; write e.g. "
@@ -551,7 +561,8 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
         structure, k, traits, init, tlabel = _structure(tpart, response, text)
     else:
         # a univariate term with structured dimensions has its scale there, not on the trait
-        structure, k, traits, init, tlabel = ("id" if dims else "idv"), None, None, None, None
+        scaled = any(d.structure != "id" for d in dims)
+        structure, k, traits, init, tlabel = ("id" if scaled else "idv"), None, None, None, None
     if not levels:
         raise FormulaError(f"{text!r} names no factor, e.g. {text}:Family", term=text)
     cols = [lv[0] for lv in levels] + [d.column for d in dims] + [a.column for a in ats]

@@ -296,3 +296,29 @@ def test_bad_met_input_is_named():
         mvreml.fit("y1 ~ site", random="~ fa(site, 3):gen", data=df)
     with pytest.raises(FormulaError, match="needs a vm\\(gen, relmat\\) term"):
         mvreml.fit("y1 ~ site", random="~ ide(gen)", data=df)
+
+
+def test_butron_maize_fa1_on_a_pedigree_reaches_asreml(data_dir):
+    """agridat butron.maize: the five models of its example, AIC as ASReml prints them; fa(env, 1)
+    from the default start reaches ASReml's maximum."""
+    dat = pd.read_csv(data_dir / "agridat" / "butron.maize.txt", sep="\t")
+    ped = dat[["gen", "male", "female"]].drop_duplicates()
+    groups = pd.DataFrame({"gen": ["Dent", "Flint"], "male": [0, 0], "female": [0, 0]})
+    parents = ["A509", "A637", "A661", "CM105", "EP28", "EP31", "EP42", "F7", "PB60", "Z77016"]
+    top = pd.DataFrame({"gen": parents, "male": ["Dent"] * 5 + ["Flint"] * 5,
+                        "female": ["Dent"] * 5 + ["Flint"] * 5})
+    ped = pd.concat([groups, top, ped]).fillna(0).rename(columns={"gen": "animal", "male": "sire",
+                                                                   "female": "dam"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mvreml.errors.PedigreeWarning)
+        P = mvreml.Pedigree(ped, allow_sire_dam=True)
+    published = {"~ gen": (2, 229.4037), "~ vm(gen, ped)": (2, 213.2487),
+                 "~ idv(env):vm(gen, ped)": (2, 290.6156), "~ diag(env):vm(gen, ped)": (6, 296.8061),
+                 "~ fa(env, 1):vm(gen, ped)": (11, 218.1568)}
+    for random, (df, aic) in published.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mvreml.errors.BoundaryWarning)
+            res = mvreml.fit("yield ~ 1 + env", random=random, data=dat, relmat={"ped": P})
+        assert res.converged, random
+        assert res.n_varparams == df, random
+        assert -2 * res.loglik_asreml + 2 * df == pytest.approx(aic, abs=2e-3), random
