@@ -70,6 +70,8 @@ class RandomDesign:
     obs_rows: np.ndarray | None = None
     obs_cols: np.ndarray | None = None
     compound: list | None = None
+    obs_vals: np.ndarray | None = None
+    bases: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -430,7 +432,9 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
     for at in term.at:
         labels_at = factor_labels(sub, [at.column]).astype(str)
         covered &= labels_at == at.levels[0][0]
-    labels = factor_labels(sub, term.factors)
+    covariates = _covariate_factors(sub, term)
+    fac_cols = tuple(c for c in term.factors if c not in covariates)
+    labels = factor_labels(sub, fac_cols)
     if term.ide:
         levels, level_of_unit, kinv, logdet_k, identity, kdiag = _ide_levels(sub, term, terms, relmat,
                                                                             missing_animals, labels)
@@ -446,7 +450,7 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
                                                                       labels)
         identity = False
     # the compound dimension: trait and structured factors in the order of the product
-    dims, codes = [], []
+    dims, codes, bases = [], [], {}
     tpos = np.full(len(traits), -1, np.int64)
     tpos[tr] = np.arange(len(tr))
     order = term.order if term.dims else ("trait",)
@@ -454,25 +458,92 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
     for name in order:
         if name == "trait":
             dims.append(("trait", tuple(traits[i] for i in tr)))
-            codes.append(tpos[obs_trait] if obs_trait is not None else None)
+            codes.append(("code", tpos[obs_trait] if obs_trait is not None else None))
+        elif dim_of[name].basis is not None:
+            lv, B, bases[name] = _basis_columns(sub, dim_of[name], covered, term.label)
+            dims.append((name, lv))
+            codes.append(("basis", B[obs_unit] if obs_unit is not None else None))
         else:
             lv, code = factor_levels(sub, name, dim_of[name].label, covered)
             dims.append((name, lv))
-            codes.append(code[obs_unit] if obs_unit is not None else None)
+            codes.append(("code", code[obs_unit] if obs_unit is not None else None))
     rd = RandomDesign(term=term, traits=tr, levels=np.asarray(levels), level_of_unit=level_of_unit.astype(np.int64),
                       kinv=kinv, logdet_k=logdet_k, identity=identity, kdiag=kdiag,
                       dims=dims if term.dims else [],
-                      compound=[":".join(p) for p in itertools.product(*(lv for _, lv in dims))])
+                      compound=[":".join(p) for p in itertools.product(*(lv for _, lv in dims))],
+                      bases=bases)
     if obs_unit is not None:
-        comp = np.zeros(len(obs_unit), np.int64)
+        # every observation's entries (compound index, value): a factor picks one level of its
+        # dimension, a basis spreads the observation over its coefficients with their values
+        n = len(obs_unit)
+        unit_val = np.ones(len(sub))
+        for c in covariates:
+            unit_val = unit_val * sub[c].to_numpy(dtype=float)
+        comp = np.zeros((n, 1), np.int64)
+        val = unit_val[obs_unit][:, None]
         ok = covered[obs_unit] & (rd.level_of_unit[obs_unit] >= 0)
-        for (_, lv), code in zip(dims, codes):
-            ok &= code >= 0
-            comp = comp * len(lv) + code
+        for (_, lv), (kind, arr) in zip(dims, codes):
+            if kind == "code":
+                ok &= arr >= 0
+                comp = comp * len(lv) + arr[:, None]
+            else:
+                nb = arr.shape[1]
+                comp = (comp[:, :, None] * nb + np.arange(nb)).reshape(n, -1)
+                val = (val[:, :, None] * arr[:, None, :]).reshape(n, -1)
         rows = np.flatnonzero(ok)
-        rd.obs_rows = rows.astype(np.int64)
-        rd.obs_cols = (rd.level_of_unit[obs_unit[rows]] * rd.t + comp[rows]).astype(np.int64)
+        width = comp.shape[1]
+        R = np.repeat(rows, width)
+        C = (rd.level_of_unit[obs_unit[R]] * rd.t + comp[rows].ravel()).astype(np.int64)
+        V = val[rows].ravel()
+        nz = V != 0.0          # an exact zero (a raw basis at x = 0) is no entry of Z
+        rd.obs_rows, rd.obs_cols, rd.obs_vals = R[nz].astype(np.int64), C[nz], V[nz]
     return rd
+
+
+def _covariate_factors(sub: pd.DataFrame, term: RandomTerm) -> tuple[str, ...]:
+    """Numeric columns crossed with a factor in a random term (``Days:Subject``): covariates
+    that multiply Z (a slope per level), R's rule; ``C(x)`` / ``factor(x)`` keep x a factor.
+
+    Raises
+    ------
+    DataError
+        Every column of an interaction is numeric: no factor for the effects to vary over.
+    """
+    if len(term.factors) < 2 and term.relmat is None:
+        return ()
+    numeric = tuple(c for c in term.factors if c not in term.as_factor
+                    and pd.api.types.is_numeric_dtype(sub[c]) and not pd.api.types.is_bool_dtype(sub[c]))
+    if len(numeric) == len(term.factors):
+        raise DataError(f"random term {term.label!r}: the columns {', '.join(numeric)} are all numeric "
+                        f"(covariates, R's rule), so no factor is left for the effects to vary over; "
+                        f"write C(x) for a column that is a factor", column=numeric[0])
+    for c in numeric:
+        values = sub[c].to_numpy(dtype=float)
+        # lme4 bars and C() say which columns are factors: no doubt to warn about there
+        if not term.as_factor and pd.api.types.is_integer_dtype(sub[c]) and len(np.unique(values)) <= 20:
+            warnings.warn(f"integer column {c!r} is a covariate in random term {term.label!r} (R's rule: "
+                          f"random slopes on {c!r} per level of the other factors); write C({c}) if it is a "
+                          "factor", DataWarning, stacklevel=5)
+    return numeric
+
+
+def _basis_columns(sub, dim, covered, label):
+    """(coefficient labels, n_units x (k + 1) basis values, basis parameters) of a basis dimension."""
+    from . import basis
+
+    kind, order, cols = dim.basis
+    cols = tuple(cols) if kind == "raw" else (cols,)
+    X = np.zeros((len(sub), len(cols)))
+    for i, c in enumerate(cols):
+        col = sub[c]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise DataError(f"{dim.label} in {label!r}: {c!r} must be a numeric covariate (dtype {col.dtype})",
+                            column=c)
+        X[:, i] = col.to_numpy(dtype=float)
+    params = basis.fit(kind, order, X[covered, 0], f"{dim.label} in {label!r}", cols[0])
+    B = basis.evaluate(params, X if kind == "raw" else X[:, 0])
+    params["columns"] = list(cols)
+    return basis.level_names(params, cols), B, params
 
 
 def _relmat_levels(sub, term, relmat, missing_animals, labels):

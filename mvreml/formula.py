@@ -20,7 +20,8 @@ __all__ = ["Response", "FixedTerm", "FixedSpec", "RandomTerm", "VarianceSpec", "
 #: Covariance structures known to mvreml (on the traits or on any factor).
 STRUCTURES = ("us", "diag", "idv", "id", "corgh", "corv", "corh", "fa")
 _CORRELATION = ("corgh", "corv", "corh")   # need two traits or more
-_LEVEL_CALLS = ("id", "idv", "vm", "ide")   # what may wrap the level factor of a random term
+_LEVEL_CALLS = ("id", "idv", "vm", "ide", "C", "factor")   # what may wrap a level factor
+_BASES = ("pol", "leg")                      # covariate bases of a structured dimension
 #: structures that give a factor other than trait its own matrix (id / idv on a factor are
 #: identities over its levels, so they stay level factors)
 _DIM_STRUCTURES = ("us", "diag", "corgh", "corv", "corh", "fa")
@@ -53,12 +54,26 @@ class FixedSpec:
 
 @dataclass(frozen=True)
 class Dim:
-    """A structured dimension of a random term on a data column: ``us(site)``, ``fa(site, 2)``."""
+    """A structured dimension of a random term: on the levels of a data column (``us(site)``,
+    ``fa(site, 2)``), or on the coefficients of a covariate basis (``us(pol(Days, 1))``,
+    ``diag(leg(dim, 2))``, lme4's ``(1 + Days | Subject)``).
+
+    ``column`` identifies the dimension (the data column, or ``pol(Days, 1)`` / ``coef`` for a
+    basis); ``basis`` is None for a factor, ``("pol", k, column)``, ``("leg", k, column)`` or
+    ``("raw", intercept, columns)``.
+    """
     column: str
     structure: str
     k: int | None
     init: tuple[float, ...] | None
     label: str
+    basis: tuple | None = None
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        if self.basis is None:
+            return (self.column,)
+        return tuple(self.basis[2]) if self.basis[0] == "raw" else (self.basis[2],)
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,7 @@ class RandomTerm:
     at: tuple[At, ...] = ()
     ide: bool = False
     sections: str | None = None
+    as_factor: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -481,8 +497,32 @@ def _level(f: _Factor, text: str) -> tuple[str, str | None, tuple[float, ...] | 
     return col, relmat, _init(f.kw("init"), text), label, f.name == "ide"
 
 
+def _basis(toks, outer: _Factor, text: str) -> tuple[str, tuple]:
+    """``pol(Days, 1)`` / ``leg(dim, 2)`` inside a structure -> (identifier, basis)."""
+    g = _factor(list(toks), text)
+    if g.name not in _BASES or g.args is None:
+        raise FormulaError(f"cannot read {outer.text!r} in {text!r}: a structure takes a factor or a "
+                           "covariate basis pol(x, k) / leg(x, k)", term=outer.text)
+    g.check_args(2, (), text)
+    if (len(g.pos) != 2 or len(g.pos[0]) != 1 or g.pos[0][0].kind != "name" or len(g.pos[1]) != 1
+            or not g.pos[1][0].text.isdigit()):
+        raise FormulaError(f"cannot read {g.text!r} in {text!r}: expected {g.name}(covariate, order), "
+                           f"e.g. {g.name}(x, 2)", term=g.text)
+    col, order = _unquote(g.pos[0][0].text), int(g.pos[1][0].text)
+    if order < 1:
+        raise FormulaError(f"{g.text!r} in {text!r}: the order of {g.name}() is at least 1", term=g.text)
+    return f"{g.name}({col}, {order})", (g.name, order, col)
+
+
 def _dim(f: _Factor, text: str) -> Dim:
-    """``us(site)``, ``fa(site, 2)``, ``diag(Env, init=...)``: a structure on a data column."""
+    """``us(site)``, ``fa(site, 2)``, ``diag(Env, init=...)``: a structure on a data column;
+    ``us(pol(Days, 1))``, ``diag(leg(dim, 2))``: a structure on a covariate basis."""
+    if f.pos and len(f.pos[0]) > 1 and f.pos[0][0].text in _BASES:
+        f.check_args(1, ("init",), text)
+        if f.name == "fa":
+            raise FormulaError(f"{f.text!r}: fa() on a covariate basis is not supported", term=f.text)
+        ident, basis = _basis(f.pos[0], f, text)
+        return Dim(ident, f.name, None, _init(f.kw("init"), text), f"{f.name}({ident})", basis)
     if not f.pos or len(f.pos[0]) != 1 or f.pos[0][0].kind not in ("name", "string"):
         raise FormulaError(f"cannot read {f.text!r} in {text!r}: expected {f.name}(factor"
                            f"{', k' if f.name == 'fa' else ''})", term=f.text)
@@ -539,6 +579,9 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
             dims.append(_dim(f, text))
             order.append(dims[-1].column)
             name_parts.append(dims[-1].label if dims[-1].structure == "fa" else dims[-1].column)
+        elif f.args is not None and f.name in _BASES:
+            raise FormulaError(f"{f.text!r} in {text!r}: give the covariate basis a structure, e.g. "
+                               f"us({f.text}) or diag({f.text})", term=f.text)
         elif f.args is not None and f.name == "rr":
             raise FormulaError(f"{f.text!r} in {text!r}: reduced-rank rr() models are not supported yet "
                                "(they need the factor formulation of the mixed-model equations); "
@@ -588,7 +631,8 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
         name = ":".join(names)
     return RandomTerm(name, names, structure, k, traits, relmats[0] if relmats else None,
                       label, inits[0] if inits else None, dims=tuple(dims),
-                      order=tuple(order) if dims else (), at=tuple(ats), ide=any(lv[4] for lv in levels))
+                      order=tuple(order) if dims else (), at=tuple(ats), ide=any(lv[4] for lv in levels),
+                      as_factor=tuple(lv[0] for lv in levels if lv[3].startswith(("C(", "factor("))))
 
 
 def _nest(rhs: list[_Tok]) -> list[_Tok]:
@@ -609,9 +653,13 @@ def _nest(rhs: list[_Tok]) -> list[_Tok]:
 
 
 def _variance_terms(formula: str, response: Response, what: str) -> tuple[list, str]:
+    from ._bars import split_bars
+
     _, rhs, piece = _sides(formula, what, False)
     items = []
-    for sign, factors, text, written in _terms(_nest(rhs), piece):
+    rhs, bar_items = split_bars(rhs, response, piece) if what == "random" else (rhs, [])
+    items += bar_items
+    for sign, factors, text, written in _terms(_nest(rhs), piece) if rhs else []:
         if any(f.name == "dsum" for f in factors):
             raise FormulaError(f"{text!r}: dsum() structures are not supported", term=text)
         if sign == "-":
@@ -723,7 +771,7 @@ def columns_used(fixed: FixedSpec, random: VarianceSpec, residual: RandomTerm) -
     cols.update(c for t in fixed.terms for c in t.columns)
     for t in random.terms + (residual,):
         cols.update(t.factors)
-        cols.update(d.column for d in t.dims)
+        cols.update(c for d in t.dims for c in d.data_columns)
         cols.update(a.column for a in t.at)
         if t.sections is not None:
             cols.add(t.sections)

@@ -150,10 +150,11 @@ class MMEPattern:
         offsets = []
         col = design.p
         for rd in design.random:
-            # Z_k from the design's (observation, level x compound) pairs: the compound index is
-            # the trait, a site, or a product of them (design.py)
+            # Z_k from the design's (observation, level x compound, value) entries: the compound index
+            # is the trait, a site, a basis coefficient or a product of them (design.py)
             rows, cols = rd.obs_rows, rd.obs_cols
-            blocks.append(sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(N, rd.q * rd.t)))
+            vals = np.ones(len(rows)) if rd.obs_vals is None else rd.obs_vals
+            blocks.append(sp.csr_matrix((vals, (rows, cols)), shape=(N, rd.q * rd.t)))
             offsets.append(col)
             col += rd.q * rd.t
         W = sp.hstack(blocks, format="csr")

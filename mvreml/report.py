@@ -102,6 +102,15 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
         df = pd.DataFrame(U, index=pd.Index(rd.levels, name=rd.name), columns=tr)
         for j, name in enumerate(tr):
             df[f"pev_{name}"] = pev[:, j]
+        if rd.bases and ev.cinv is not None:
+            # random regressions: the PEV covariances of a level's coefficients, for the SEs of
+            # its curve (the level's c x c block of C^-1 is dense in the pattern, right below
+            # each diagonal entry)
+            ptr = model.pattern.indptr
+            for j in range(rd.t):
+                cols = off + np.arange(rd.q) * rd.t + j
+                for i in range(j + 1, rd.t):
+                    df[f"pev_{tr[i]}:{tr[j]}"] = ev.cinv[ptr[cols] + (i - j)]
         if rd.kdiag is not None:
             # reliability 1 - PEV / (K_ii sigma^2): K_ii = 1 + F for a pedigree
             Gm = block.structure.matrix(theta[block.slice])
@@ -119,7 +128,8 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
         diagnostics.append(state.reason)
     hist = pd.DataFrame(state.history)
     n_free = int((~state.fixed).sum())
-    model_info = dict(fixed=fixed, random=random, residual=residual, n_varparams=n_free,
+    bases = {rd.name: {name: params for name, params in rd.bases.items()} for rd in d.random if rd.bases}
+    model_info = dict(fixed=fixed, random=random, residual=residual, n_varparams=n_free, bases=bases,
                       n_fixed_params=int(p), data_signature=d.signature(),
                       timings=dict(timer.seconds) if timer is not None else {}, seconds=float(seconds))
     return Result(traits=list(d.traits), loglik=float(ev.loglik), n_obs=int(d.n_obs), rank_x=int(p),

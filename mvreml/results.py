@@ -245,6 +245,13 @@ class Result:
         off = [r for r in rows if r[0] != r[1]]
         return pd.DataFrame(off, columns=["trait_1", "trait_2", "estimate", "std_error"])
 
+    def predict_curve(self, term: str, x) -> pd.DataFrame:
+        """Random curves of a random regression term at covariate values x (see
+        :func:`mvreml.curves.predict_curve`): level, x, value, std_error."""
+        from .curves import predict_curve
+
+        return predict_curve(self, term, x)
+
     def blup(self, term: str) -> pd.DataFrame:
         """BLUPs of a random term (a copy): indexed by level, <trait>... then pev_<trait>..."""
         if term not in self.blups:

@@ -211,6 +211,17 @@ def _level_matrix(design: Design, rd, dim: int, P: np.ndarray, Y: np.ndarray) ->
     return R * np.outer(sd, sd)
 
 
+def _basis_matrix(rd, dim: int) -> np.ndarray:
+    """Starting matrix of a covariate basis: coefficient variances that give every coefficient
+    an equal share of the variance, from the mean square of its column over the records."""
+    sizes = [len(lv) for _, lv in rd.dims]
+    comp = rd.obs_cols % rd.t
+    code = (comp // int(np.prod(sizes[dim + 1:]))) % sizes[dim]
+    ms = np.bincount(code, weights=rd.obs_vals ** 2, minlength=sizes[dim]) / max(len(set(rd.obs_rows)), 1)
+    ms = np.where(ms > 0, ms, 1.0)
+    return np.diag(1.0 / (sizes[dim] * ms))
+
+
 def _compound_start(design: Design, rd, structure, P: np.ndarray, share: float):
     """(G0, per-level phenotypic variances) of a term with structured factors: share x P on the
     traits (x) level matrices of the other factors, in the order of the product."""
@@ -220,6 +231,8 @@ def _compound_start(design: Design, rd, structure, P: np.ndarray, share: float):
     for i, (name, _) in enumerate(rd.dims):
         if name == "trait":
             M = share * P[np.ix_(rd.traits, rd.traits)]
+        elif name in rd.bases:
+            M = _basis_matrix(rd, i)
         else:
             M = _level_matrix(design, rd, i, P, Y)
         mats.append(M)

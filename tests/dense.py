@@ -15,7 +15,7 @@ def dense_parts(design):
     Zs, Ks = [], []
     for rd in design.random:
         Z = np.zeros((N, rd.q * rd.t))
-        if not rd.dims and not rd.term.at:
+        if not rd.dims and not rd.term.at and len(rd.term.factors) < 2:
             pos = {int(tr): i for i, tr in enumerate(rd.traits)}
             for n in range(N):
                 tr = int(design.obs_trait[n])
@@ -24,7 +24,7 @@ def dense_parts(design):
         else:
             # terms on structured factors: the design's (observation, column) pairs, which
             # tests/test_met.py checks against the data directly
-            Z[rd.obs_rows, rd.obs_cols] = 1.0
+            Z[rd.obs_rows, rd.obs_cols] = 1.0 if rd.obs_vals is None else rd.obs_vals
         Zs.append(Z)
         Ks.append(np.linalg.inv(rd.kinv.toarray()))
     return X, Zs, Ks
