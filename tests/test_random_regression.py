@@ -59,7 +59,7 @@ def test_sleepstudy_uncorrelated_and_slopes_term(sleep, lme4_ref):
     assert res.covariance("Days:Subject").iloc[0, 0] == pytest.approx(
         lme4_ref[("sleep_uncorr", "vcov:Subject.1|Days|")], rel=1e-4)
     assert res.covariance("units").iloc[0, 0] == pytest.approx(
-        lme4_ref[("sleep_uncorr", "vcov:Residual||")], rel=1e-4)
+        lme4_ref[("sleep_uncorr", "vcov:Residual|NA|")], rel=1e-4)
     # asreml's ~ Subject + Days:Subject with a numeric Days: the same model (Subject as a factor)
     df = sleep.assign(Subject=sleep["Subject"].astype(str))
     with pytest.warns(DataWarning, match="integer column 'Days' is a covariate"):
