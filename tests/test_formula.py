@@ -271,10 +271,10 @@ def test_benchmark_model():
     (parse_random, ("~ us(trait)", BI), "names no factor", "us(trait)"),
     (parse_random, ("~ rr(site, 2):gen", UNI), ["rr", "not supported", "fa(factor, k)"], "rr(site, 2)"),
     (parse_random, ("~ us(site):site", UNI), "appears twice", "us(site):site"),
-    (parse_random, ("~ ide(animal):Block", UNI), "crossed", "ide(animal):Block"),
+    (parse_random, ("~ vm(animal, ped):ide(animal)", UNI), "appears twice", "vm(animal, ped):ide(animal)"),
     (parse_random, ("~ ar1(row)", UNI), "not supported", "ar1(row)"),
     (parse_random, ("~ vm(animal)", UNI), "vm(factor, relmat)", "vm(animal)"),
-    (parse_random, ("~ vm(animal, ped):Block", UNI), "crossed", "vm(animal, ped):Block"),
+    (parse_random, ("~ vm(animal, ped):vm(dam, ped)", UNI), "crossed", "vm(animal, ped):vm(dam, ped)"),
     (parse_random, ("~ units", UNI), "residual", "units"),
     (parse_random, ("~ us(trait, init=c(1, a)):g", BI), "init= takes numbers", "us(trait, init=c(1, a)):g"),
     (parse_random, ("~ us(trait, 3):g", BI), "unexpected argument", "us(trait, 3):g"),
@@ -295,3 +295,13 @@ def test_errors(fn, args, match, term):
     if fn is parse_residual and len(args) == 1:
         args = args + (BI,)
     fails(fn, *args, match=match, term=term)
+
+
+def test_plain_factor_crossed_with_vm_is_an_identity_dimension():
+    """Block:vm(animal, ped) is Var = sigma^2 I_Block (x) A, idv(env):vm(gen, ped) the same with
+    the scale on env (asreml's idv(env):vm(gen, ped.ainv))."""
+    (t,) = parse_random("~ Block:vm(animal, ped)", UNI).terms
+    assert t.factors == ("animal",) and t.relmat == "ped"
+    assert [(d.column, d.structure) for d in t.dims] == [("Block", "id")] and t.structure == "idv"
+    (t,) = parse_random("~ idv(env):vm(gen, ped)", UNI).terms
+    assert [(d.column, d.structure) for d in t.dims] == [("env", "idv")] and t.structure == "id"
