@@ -182,11 +182,11 @@ class MMEPattern:
         k_indptr = np.concatenate(k_indptr)
         k_indices = np.concatenate(k_indices)
         term_kptr = _i64(term_kptr)
-        obs_unit, unit_start = _i64(design.obs_unit), _i64(design.unit_start)
+        nb_ptr, nb_idx = _i64(self.d_indptr), _i64(self.pair_b)
         col_mark = np.full(P, -1, np.int64)
-        unit_mark = np.full(design.n_units, -1, np.int64)
+        unit_mark = np.full(design.n_obs, -1, np.int64)
         row_ptr = np.zeros(P + 1, np.int64)
-        args = (w_indptr, w_indices, wc_indptr, wc_indices, obs_unit, unit_start,
+        args = (w_indptr, w_indices, wc_indptr, wc_indices, nb_ptr, nb_idx,
                 term_first, term_t, term_kptr, k_indptr, k_indices, col_mark, unit_mark, row_ptr)
         _k.lower_rows(*args, np.empty(0, np.int32), False)
         np.cumsum(row_ptr, out=row_ptr)
