@@ -96,7 +96,14 @@ class MMEPattern:
     def __init__(self, design: Design):
         self.design = design
         self.W, self.offsets, self.n_eq = self._stack(design)
-        unit, ia, ib, a, b, swap = _ordered_unit_pairs(design.unit_start)
+        if design.rpairs is None:
+            unit, ia, ib, a, b, swap = _ordered_unit_pairs(design.unit_start)
+        else:
+            # a spatial residual: the pairs of records where R^-1 is nonzero (sorted by a, b)
+            a, b = design.rpairs
+            unit, ia, ib = design.obs_unit[a], np.zeros_like(a), np.zeros_like(a)
+            key = a * design.n_obs + b
+            swap = np.searchsorted(key, b * design.n_obs + a)
         self.pair_swap = swap
         self.pair_unit, self.pair_ia, self.pair_ib, self.pair_a, self.pair_b = unit, ia, ib, a, b
         N = design.n_obs
