@@ -527,8 +527,8 @@ def _covariate_factors(sub: pd.DataFrame, term: RandomTerm) -> tuple[str, ...]:
     DataError
         Every column of an interaction is numeric: no factor for the effects to vary over.
     """
-    if len(term.factors) < 2 and term.relmat is None:
-        return ()
+    if len(term.factors) < 2:
+        return ()       # a factor alone (or vm(animal, ped)) is a factor, as lme4's grouping
     numeric = tuple(c for c in term.factors if c not in term.as_factor
                     and pd.api.types.is_numeric_dtype(sub[c]) and not pd.api.types.is_bool_dtype(sub[c]))
     if len(numeric) == len(term.factors):
