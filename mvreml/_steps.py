@@ -237,8 +237,8 @@ class Iteration:
         new = theta.copy()
         reduced = dict(self.holds.reduced)
         for bi, (b, M) in enumerate(zip(self.model.blocks, ev.em)):
-            if b.stop == b.start or self.fixed[b.slice].all():
-                continue
+            if b.stop == b.start or self.fixed[b.slice].all() or M is None:
+                continue          # (M None: a spatial residual, which has no EM update)
             M = 0.5 * (M + M.T)
             if bi in reduced:
                 if bi not in self.holds.ident_blocks:

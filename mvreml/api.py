@@ -23,6 +23,7 @@ from .reml import Control, iterate
 from .report import build_result
 from .start import (check_traits, fixed_mask, pairwise_init, phenotypic_covariance,
                     starting_values, unit_residuals)
+from .lattice import Lattice
 from .structures import Product, Structure, make_structure
 
 log = logging.getLogger("mvreml")
@@ -173,13 +174,18 @@ def _blocks(design: Design, resid) -> list:
         blocks.append(ParamBlock(name=rd.name, structure=st, start=start, stop=start + st.n_params, k=k))
         start += st.n_params
     for sec, level in enumerate(design.sections or [None]):
-        st = make_structure(resid.structure, tuple(design.traits), k=resid.fa_k)
         if level is None:
             name, label = "units", None
         else:
             # asreml's label of a section's residual: site_S1!R
             name = f"{design.section_column}_{level}"
             label = f"{name}!R"
+        if design.lattice is not None:
+            stem = ":".join(c for c, _, _ in design.lattice[sec]["dims"]) if level is None else name
+            st = Lattice(design.lattice[sec]["dims"], stem)
+            label = None
+        else:
+            st = make_structure(resid.structure, tuple(design.traits), k=resid.fa_k)
         blocks.append(ParamBlock(name=name, structure=st, start=start, stop=start + st.n_params, k=None,
                                  section=sec if level is not None else None, label=label))
         start += st.n_params

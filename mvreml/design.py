@@ -147,6 +147,13 @@ class Design:
     section_column: str | None = None
     pattern_section: np.ndarray | None = None
     unit_section: np.ndarray | None = None
+    # a spatial residual (mvreml._lattice_design): the pairs where R^-1 is nonzero, their
+    # section and lattice positions, each section's lattice, the pseudo-records of missing plots
+    rpairs: tuple | None = None
+    pair_section: np.ndarray | None = None
+    pair_pos: tuple | None = None
+    lattice: list | None = None
+    n_missing_plots: int = 0
 
     @property
     def n_obs(self) -> int:
@@ -317,12 +324,20 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
             raise DataError(f"random term {rd.name!r} has {rd.q} level in the data: a variance needs "
                             f"at least two levels", column=rd.name)
 
-    return Design(traits=traits, y=y, obs_unit=obs_unit.astype(np.int64), obs_trait=obs_trait.astype(np.int64),
+    design = Design(traits=traits, y=y, obs_unit=obs_unit.astype(np.int64), obs_trait=obs_trait.astype(np.int64),
                   unit_start=unit_start, weights=w[rows], patterns=patterns,
                   unit_pattern=unit_pattern.ravel().astype(np.int64), X=X, fixef_names=names,
                   fixed_terms=fixed_terms, random=rand, n_dropped=n_dropped, dropped_columns=dropped,
                   messages=messages, unit_rows=rows, sections=sections, section_column=residual.sections,
                   pattern_section=pattern_section, unit_section=unit_section.astype(np.int64))
+    if residual.structure == "lattice":
+        from ._lattice_design import augment
+
+        augment(design, sub, residual)
+    elif any(rd.term.factors == ("units",) for rd in rand):
+        raise FormulaError("random units (a nugget, one effect per record) is confounded with the "
+                           "residual unless the residual is spatial, e.g. ar1(col):ar1(row)", term="units")
+    return design
 
 
 def _model_matrix(sub: pd.DataFrame, rhs: list, intercept: bool):
@@ -434,7 +449,10 @@ def _random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
         covered &= labels_at == at.levels[0][0]
     covariates = _covariate_factors(sub, term)
     fac_cols = tuple(c for c in term.factors if c not in covariates)
-    labels = factor_labels(sub, fac_cols)
+    if fac_cols == ("units",):
+        labels = np.array([str(i + 1) for i in range(len(sub))], dtype=object)   # the nugget
+    else:
+        labels = factor_labels(sub, fac_cols)
     if term.ide:
         levels, level_of_unit, kinv, logdet_k, identity, kdiag = _ide_levels(sub, term, terms, relmat,
                                                                             missing_animals, labels)

@@ -619,7 +619,7 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
         raise FormulaError(f"starting values given twice in {text!r}", term=text)
     if (relmats or any(lv[4] for lv in levels)) and len(names) > 1:
         raise FormulaError(f"vm() / ide() cannot be crossed with another level factor in {text!r}", term=text)
-    if "units" in names and not residual:
+    if "units" in names and not residual and names != ("units",):
         raise FormulaError(f"'units' is the residual: give {text!r} as residual=", term=text)
     pieces = [lv[3] for lv in levels]
     if dims or ats or any(lv[4] for lv in levels):
@@ -714,6 +714,9 @@ def parse_residual(formula: str | None, response: Response) -> RandomTerm:
     parts = _split(rhs, ("+", "-"))
     if len(parts) == 1 and rhs[0].kind == "name" and rhs[0].text == "dsum":
         return _dsum(_factor(rhs, piece), response, piece)
+    lattice = _lattice_residual(rhs, response, piece)
+    if lattice is not None:
+        return lattice
     items, piece = _variance_terms(formula, response, "residual")
     if len(items) != 1:
         raise FormulaError(f"the residual {piece!r} must be one term, e.g. units:us(trait) "
@@ -736,6 +739,40 @@ def parse_residual(formula: str | None, response: Response) -> RandomTerm:
         inner = "units" if term.structure == "idv" else f"units:{term.label.split(':')[-1]}"
         return replace(term, name="units", at=(), sections=col, label=f"dsum(~ {inner} | {col})")
     return term
+
+
+_LATTICE_CALLS = ("ar1", "id")
+
+
+def _lattice_residual(rhs, response: Response, piece: str) -> RandomTerm | None:
+    """``ar1(col):ar1(row)``, ``id(col):ar1(row)``, ``ar1(row)``: a spatial residual on the
+    field lattice (mvreml.lattice); None when the residual is not of that form."""
+    if len(_split(rhs, ("+", "-"))) != 1:
+        return None
+    factors = [_factor(f, piece) for _, f in _split(rhs, (":",))]
+    if not any(f.name == "ar1" and f.args is not None for f in factors):
+        return None
+    if any(f.name == "units" for f in factors):
+        raise FormulaError(f"the residual {piece!r}: a spatial residual is written on the lattice "
+                           "factors alone, e.g. ar1(col):ar1(row) (units is implied)", term=piece)
+    dims = []
+    for f in factors:
+        if f.args is None or f.name not in _LATTICE_CALLS:
+            raise FormulaError(f"{f.text!r} in the residual {piece!r}: a spatial residual is a product "
+                               "of ar1(factor) and id(factor), e.g. ar1(col):ar1(row)", term=f.text)
+        f.check_args(1, (), piece)
+        if len(f.pos) != 1 or len(f.pos[0]) != 1 or f.pos[0][0].kind not in ("name", "string"):
+            raise FormulaError(f"cannot read {f.text!r}: expected {f.name}(factor)", term=f.text)
+        col = _unquote(f.pos[0][0].text)
+        dims.append(Dim(col, f.name, None, None, f"{f.name}({col})"))
+    if len({d.column for d in dims}) != len(dims) or len(dims) > 2:
+        raise FormulaError(f"the residual {piece!r}: a lattice has one or two distinct dimensions", term=piece)
+    if response.multivariate:
+        raise FormulaError(f"the residual {piece!r}: spatial residuals are for one trait; several traits "
+                           "on a lattice are not supported yet", term=piece)
+    label = ":".join(d.label for d in dims)
+    return RandomTerm("units", (), "lattice", None, None, None, label, None, dims=tuple(dims),
+                      order=tuple(d.column for d in dims))
 
 
 def _dsum(f: _Factor, response: Response, piece: str) -> RandomTerm:

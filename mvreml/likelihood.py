@@ -173,8 +173,13 @@ class REMLModel:
             Gi = np.linalg.inv(G)
             ginv.append(0.5 * (Gi + Gi.T))
             logdet_g += rd.q * 2.0 * np.log(np.diag(Lg)).sum() + rd.t * rd.logdet_k
-        rstack, rlogdet = self._residual_parts(mats[nr:])
-        rinv_pairs = self._pair_values(rstack)
+        if d.lattice is None:
+            rstack, rlogdet = self._residual_parts(mats[nr:])
+            rinv_pairs = self._pair_values(rstack)
+            logdet_r = float(self.pattern_count @ rlogdet) - self.logw
+        else:
+            rstack = None
+            rinv_pairs, logdet_r = self._lattice_parts(theta)
         with self.timer("assemble"):
             C = pat.assemble(rinv_pairs, ginv)
             Rinv = pat.rinv_matrix(rinv_pairs)
@@ -192,7 +197,6 @@ class REMLModel:
             U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
             ypy += float(np.sum((rd.kinv @ U) * (U @ Gi)))
         logdet_c = float(self.factor.logdet())
-        logdet_r = float(self.pattern_count @ rlogdet) - self.logw
         loglik = -0.5 * ((self.N - self.p) * LOG2PI + logdet_c + logdet_r + logdet_g + ypy)
         ev = Evaluation(theta=theta.copy(), loglik=loglik, solution=sol, residuals=e,
                         logdet_c=logdet_c, ypy=ypy)
@@ -226,6 +230,10 @@ class REMLModel:
             Q = pat.residual_trace_pairs(x)
             ee = e[pat.pair_a] * e[pat.pair_b] + Q
             for rb, R0 in zip(self.res_blocks, mats[nr:]):
+                if d.lattice is not None:
+                    self._lattice_score(rb, ev, ee, score, F)
+                    em.append(None)          # no EM update of a correlation: AI steps only
+                    continue
                 self._residual_score(rb, ev, rstack, ee, score, F)
                 em.append(self._residual_em(R0, rstack, ee, rb.section or 0))
         with self.timer("ai"):
@@ -236,6 +244,40 @@ class REMLModel:
         ev.score = score
         ev.ai = 0.5 * (ai + ai.T)
         ev.em = em
+
+    # ----------------------------------------------------------------- spatial residuals
+    def _lattice_parts(self, theta):
+        """R^-1 on the pairs of a spatial residual and log|R| (mvreml.lattice), section by section."""
+        d = self.design
+        values = np.zeros(len(self.pattern.pair_a))
+        logdet = 0.0
+        for rb in self.res_blocks:
+            mine = d.pair_section == (rb.section or 0)
+            th = theta[rb.slice]
+            if not rb.structure.feasible(th):
+                raise Infeasible(f"residual {rb.name!r} outside its parameter space")
+            values[mine] = rb.structure.rinv_values(th, d.pair_pos[0][mine], d.pair_pos[1][mine])
+            logdet += rb.structure.logdet(th)
+        return values, logdet
+
+    def _lattice_score(self, rb, ev, ee, score, F):
+        """Score and working variates of a spatial section: with dR^-1 sparse on the pairs,
+        tr(R^-1 dR R^-1 E) = -sum_pairs dR^-1 E, and f = dR R^-1 e = -R dR^-1 e."""
+        d = self.design
+        pat = self.pattern
+        mine = d.pair_section == (rb.section or 0)
+        th = ev.theta[rb.slice]
+        dvals = rb.structure.rinv_derivatives(th, d.pair_pos[0][mine], d.pair_pos[1][mine])
+        tr1 = rb.structure.dlogdet(th)
+        grid = d.lattice[rb.section or 0]["grid"]
+        for j in range(rb.stop - rb.start):
+            full = np.zeros(len(pat.pair_a))
+            full[mine] = dvals[j]
+            score[rb.start + j] = -0.5 * (tr1[j] + full @ ee)
+            g = pat.rinv_matrix(full) @ ev.residuals
+            f = np.zeros(self.N)
+            f[grid.reshape(-1)] = -rb.structure.apply(th, g[grid]).reshape(-1)
+            F[:, rb.start + j] = f
 
     def _residual_score(self, rb, ev, rstack, ee, score, F):
         """Score and working variates of the parameters of residual block `rb` (one section)."""

@@ -96,7 +96,14 @@ class MMEPattern:
     def __init__(self, design: Design):
         self.design = design
         self.W, self.offsets, self.n_eq = self._stack(design)
-        unit, ia, ib, a, b, swap = _ordered_unit_pairs(design.unit_start)
+        if design.rpairs is None:
+            unit, ia, ib, a, b, swap = _ordered_unit_pairs(design.unit_start)
+        else:
+            # a spatial residual: the pairs of records where R^-1 is nonzero (sorted by a, b)
+            a, b = design.rpairs
+            unit, ia, ib = design.obs_unit[a], np.zeros_like(a), np.zeros_like(a)
+            key = a * design.n_obs + b
+            swap = np.searchsorted(key, b * design.n_obs + a)
         self.pair_swap = swap
         self.pair_unit, self.pair_ia, self.pair_ib, self.pair_a, self.pair_b = unit, ia, ib, a, b
         N = design.n_obs
@@ -182,11 +189,11 @@ class MMEPattern:
         k_indptr = np.concatenate(k_indptr)
         k_indices = np.concatenate(k_indices)
         term_kptr = _i64(term_kptr)
-        obs_unit, unit_start = _i64(design.obs_unit), _i64(design.unit_start)
+        nb_ptr, nb_idx = _i64(self.d_indptr), _i64(self.pair_b)
         col_mark = np.full(P, -1, np.int64)
-        unit_mark = np.full(design.n_units, -1, np.int64)
+        unit_mark = np.full(design.n_obs, -1, np.int64)
         row_ptr = np.zeros(P + 1, np.int64)
-        args = (w_indptr, w_indices, wc_indptr, wc_indices, obs_unit, unit_start,
+        args = (w_indptr, w_indices, wc_indptr, wc_indices, nb_ptr, nb_idx,
                 term_first, term_t, term_kptr, k_indptr, k_indices, col_mark, unit_mark, row_ptr)
         _k.lower_rows(*args, np.empty(0, np.int32), False)
         np.cumsum(row_ptr, out=row_ptr)

@@ -132,7 +132,9 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     model_info = dict(fixed=fixed, random=random, residual=residual, n_varparams=n_free, bases=bases,
                       n_fixed_params=int(p), data_signature=d.signature(),
                       timings=dict(timer.seconds) if timer is not None else {}, seconds=float(seconds))
-    return Result(traits=list(d.traits), loglik=float(ev.loglik), n_obs=int(d.n_obs), rank_x=int(p),
+    # the pseudo-records of missing plots (spatial residuals) and their mv effects are no data
+    m = d.n_missing_plots
+    return Result(traits=list(d.traits), loglik=float(ev.loglik), n_obs=int(d.n_obs - m), rank_x=int(p - m),
                   n_units=int(d.n_units), n_dropped=int(d.n_dropped), converged=bool(state.converged),
                   reason=state.reason, iterations=int(state.iterations), history=hist, varcomp=varcomp,
                   components=components, components_vcov=comp_vcov, structures=structures,

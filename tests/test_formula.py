@@ -275,7 +275,7 @@ def test_benchmark_model():
     (parse_random, ("~ ar1(row)", UNI), "not supported", "ar1(row)"),
     (parse_random, ("~ vm(animal)", UNI), "vm(factor, relmat)", "vm(animal)"),
     (parse_random, ("~ vm(animal, ped):vm(dam, ped)", UNI), "crossed", "vm(animal, ped):vm(dam, ped)"),
-    (parse_random, ("~ units", UNI), "residual", "units"),
+    (parse_random, ("~ units:Block", UNI), "residual", "units:Block"),
     (parse_random, ("~ us(trait, init=c(1, a)):g", BI), "init= takes numbers", "us(trait, init=c(1, a)):g"),
     (parse_random, ("~ us(trait, 3):g", BI), "unexpected argument", "us(trait, 3):g"),
     (parse_residual, ("~ dsum(~ units | site, levels = c(1, 2))", UNI), "not supported",

@@ -2,8 +2,8 @@
 """Kernels that build the fixed pattern of the mixed-model equations and the maps that fill it.
 
 C = W'R^-1 W + blockdiag(0, K_k^-1 (x) G_k^-1) is stored as its lower triangle in CSC form.
-Its pattern is the union of one clique per unit (every pair of columns that the unit's rows
-of W touch, because R^-1 is dense within a unit) and, for each random term, the pattern of
+Its pattern is the union, over the nonzero pairs (a, b) of R^-1, of every pair of columns
+that rows a and b of W touch (one clique per unit when R is block-diagonal over units) and, for each random term, the pattern of
 K^-1 with every level expanded to a dense t x t block. The maps record, for each stored
 product W[a, c1] W[b, c2] (within-unit pair a, b) and each K^-1 entry times a G^-1 entry,
 the position in C's data array where it lands; assembling C is then a sparse product.
@@ -39,10 +39,10 @@ cdef inline i64 _find(const idx_t* arr, i64 lo, i64 hi, i64 target) noexcept nog
 
 def lower_rows(const i64[::1] w_indptr, const i64[::1] w_indices,
                const i64[::1] wc_indptr, const i64[::1] wc_indices,
-               const i64[::1] obs_unit, const i64[::1] unit_start,
+               const i64[::1] nb_ptr, const i64[::1] nb_idx,
                const i64[::1] term_first, const i64[::1] term_t, const i64[::1] term_kptr,
                const i64[::1] k_indptr, const i64[::1] k_indices,
-               i64[::1] col_mark, i64[::1] unit_mark, i64[::1] row_ptr, idx_t[::1] cols,
+               i64[::1] col_mark, i64[::1] row_mark, i64[::1] row_ptr, idx_t[::1] cols,
                bint fill):
     """Lower pattern of C row by row (columns j <= i of row i, unsorted).
 
@@ -50,29 +50,32 @@ def lower_rows(const i64[::1] w_indptr, const i64[::1] w_indices,
     ----------
     w_indptr, w_indices : W as CSR (N x P), sorted column indices.
     wc_indptr, wc_indices : W as CSC (the rows of each column).
-    obs_unit, unit_start : unit of every row of W; first row of every unit (n_units + 1).
+    nb_ptr, nb_idx : the pattern of R^-1 over the rows of W (CSR, diagonal included): the
+        rows of a unit for a block-diagonal residual, the lattice neighbours of a plot for a
+        spatial one.
     term_first : first equation of each random term, then P (n_terms + 1).
     term_t : number of traits of each term.
     term_kptr : where each term's K^-1 indptr starts inside ``k_indptr``.
     k_indptr, k_indices : the terms' K^-1 patterns (CSC, symmetric), concatenated; the
         indptr values are absolute positions in ``k_indices``.
-    col_mark (P), unit_mark (n_units) : scratch, filled with -1 by the caller.
+    col_mark (P), row_mark (N) : scratch, filled with -1 by the caller.
     row_ptr : (P + 1) counts at [i + 1] (counting pass) or offsets (filling pass).
     cols : output column indices (filling pass; ignored when counting).
     """
     cdef i64 P = col_mark.shape[0]
     cdef i64 n_terms = term_t.shape[0]
-    cdef i64 i, e, r, rr, f, j, u, n, k, off, t, a, b, kp, s, base
+    cdef i64 i, e, r0, qq, rr, f, j, n, k, off, t, a, b, kp, s, base
     with nogil:
         k = -1
         for i in range(P):
             n = 0
             for e in range(wc_indptr[i], wc_indptr[i + 1]):
-                u = obs_unit[wc_indices[e]]
-                if unit_mark[u] == i:
-                    continue
-                unit_mark[u] = i
-                for rr in range(unit_start[u], unit_start[u + 1]):
+                r0 = wc_indices[e]
+                for qq in range(nb_ptr[r0], nb_ptr[r0 + 1]):
+                    rr = nb_idx[qq]
+                    if row_mark[rr] == i:
+                        continue
+                    row_mark[rr] = i
                     for f in range(w_indptr[rr], w_indptr[rr + 1]):
                         j = w_indices[f]
                         if j <= i and col_mark[j] != i:
