@@ -400,8 +400,7 @@ class Pedigree:
         if low.size == 0:
             self._d_checked = True
             return d
-        low = low[np.argsort(d[low], kind="stable")]
-        F = self._inbreeding()[0]
+        F = self._inbreeding()[0]                       # low: in pedigree order, oldest first
         ids = self.ids
         lab = np.append(ids, "unknown")
         shown = "; ".join(f"{ids[i]!r} (sire {lab[self.sire[i]]!r}, dam {lab[self.dam[i]]!r}, "
@@ -412,7 +411,8 @@ class Pedigree:
                  "near 1 (many generations of selfing or sib mating)")
         advice = ("Pedigree(..., inbreeding=False) builds A^-1 with d_i = 1/2, 3/4, 1 instead, "
                   "or drop the oldest generations of the inbred line")
-        if d[low[0]] < _SINGULAR_D:
+        smallest = float(d[low].min())
+        if smallest < _SINGULAR_D:
             bad = low[d[low] < _SINGULAR_D]
             raise PedigreeError(
                 f"A is singular to double precision: {bad.size} animals have d_i below "
@@ -420,7 +420,7 @@ class Pedigree:
                 f"to its parents): {shown}. {cause}. {advice}.", animals=ids[bad])
         warnings.warn(
             f"A is near singular: {low.size} animals have d_i below {_TINY_D:g} (smallest "
-            f"{d[low[0]]:.3g}), so A^-1 has entries near {1.0 / d[low[0]]:.3g} and the "
+            f"{smallest:.3g}), so A^-1 has entries near {1.0 / smallest:.3g} and the "
             f"mixed-model equations may fail to factorize or lose precision: {shown}. "
             f"{cause}. {advice}.", PedigreeWarning, stacklevel=3)
         self._d_checked = True                          # warned once, not at every use
