@@ -39,8 +39,9 @@ _MAX_THREADS = 4
 _BIG_FAMILY = 8                  # progeny; families this large are batched apart from the rest
 _BATCH_BIG, _BATCH_SMALL = 16, 8  # families per batch (a trace serves them all)
 _FRONTIER_MAX_WIDTH = 4096       # animals alive at once: a matrix of 128 MiB at most
-_DEEP_TRACE = 256                # estimated ancestors traced per animal above which the
-                                 # connected parts are considered one by one
+_DEEP_TRACE = 256                # estimated ancestors traced per animal and generations
+_DEEP_GENERATIONS = 64           # above which the connected parts are considered one by one
+                                 # (shallower parts cost the family traces little)
 _FRONTIER_CHUNK = 1 << 26        # slots written between progress reports (~0.1 s)
 _METHOD = "auto"                 # "auto", "families" or "frontier" (tests force one)
 _PROGRESS_MIN = 100_000          # animals; smaller pedigrees are not logged
@@ -238,13 +239,13 @@ def inbreeding_coefficients(sire: np.ndarray, dam: np.ndarray, gen: np.ndarray) 
     trace = float(bound[keys].sum() + bound[mate].sum())
     if width[0] <= _FRONTIER_MAX_WIDTH and cost[0] <= trace:
         return _by_frontier(sire, dam, last, int(width[0]))
-    if trace <= _DEEP_TRACE * n:
+    if trace <= _DEEP_TRACE * n or gen.max() < _DEEP_GENERATIONS:
         return _by_families(sire, dam, gen)
     # deep somewhere: choose per connected part
     n_comp, comp = connected_components(_parent_graph(sire, dam), directed=False)
     order = np.argsort(comp, kind="stable")            # parts one after the other
     s2, d2 = _subset(order, sire, dam)
-    last2, width2, cost2 = _plan(s2, d2, comp[order].astype(np.int64), n_comp)
+    _, width2, cost2 = _plan(s2, d2, comp[order].astype(np.int64), n_comp)
     trace2 = np.bincount(comp[keys], weights=bound[keys], minlength=n_comp) + \
         np.bincount(comp[both], weights=bound[mate], minlength=n_comp)
     tabular = (width2 <= _FRONTIER_MAX_WIDTH) & (cost2 <= trace2)

@@ -22,7 +22,12 @@ A^-1
 Henderson's rules with Quaas' Mendelian-sampling variances d_i = 1/2 - (F_s + F_d)/4
 (F = -1 for an unknown parent).  ``inbreeding=False`` builds A^-1 and log|A| with
 d_i = 1/2, 3/4 or 1 (both, one or no parent known), ignoring inbreeding as BLUPF90 does
-by default; ``.inbreeding`` still reports the true F.
+by default; ``.inbreeding`` still reports the true F.  An animal whose parents both have
+F = 1 to double precision (a long line of selfing or sib mating) has d_i = 0 within rounding:
+A is then singular and ``ainv`` / ``logdet_a`` raise a PedigreeError naming the animals
+(a PedigreeWarning when d_i < 1e-8).
+
+Labels of unsigned 64-bit integer IDs above 2^63 are their exact decimal strings.
 """
 from __future__ import annotations
 
@@ -370,8 +375,11 @@ class Pedigree:
     def inbreeding(self) -> pd.Series:
         """Inbreeding coefficients F by animal label (always the true F).
 
-        Computed once; large pedigrees use up to 4 threads (fewer if OMP_NUM_THREADS says
-        so), with the same result for any number of threads.
+        Computed once (``mvreml._inbreeding``): by families of a key parent on ordinary
+        pedigrees, using up to 4 threads on large ones (fewer if OMP_NUM_THREADS says so)
+        with the same result for any number of threads; by the tabular method over the
+        animals alive on deep inbred lines, in time linear in their depth.  Pedigrees of
+        100,000 animals or more log their progress on the "mvreml" logger (INFO).
         """
         return pd.Series(self._inbreeding()[0], index=pd.Index(self.ids, name="animal"),
                          name="F")
