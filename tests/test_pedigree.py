@@ -327,7 +327,7 @@ def test_normalize_ids():
     assert list(normalize_ids(np.array([3.0, np.nan]))[:1]) == ["3"]
 
 
-def test_uint64_ids_above_2_63_keep_their_labels():
+def test_uint64_ids_above_2_63_keep_their_labels(tmp_path):
     big = np.array([2 ** 64 - 1, 2 ** 64 - 2, 2 ** 63 + 7, 2 ** 63], dtype=np.uint64)
     labels = [str(int(x)) for x in big]                  # exact decimal IDs
     unknown = np.uint64(0)
@@ -344,6 +344,10 @@ def test_uint64_ids_above_2_63_keep_their_labels():
     assert ped.sire[3] == 0 and ped.dam[3] == 2                # a sire x daughter mating
     assert ped.inbreeding.loc[labels[3]] == 0.25
     assert ped.to_frame().loc[3, ["sire", "dam"]].tolist() == [labels[0], labels[2]]
+    path = tmp_path / "ped.csv"                          # read as uint64 by pandas
+    path.write_text("animal,sire,dam\n" + "".join(
+        f"{a},{s},{d}\n" for a, s, d in zip(big, table.s, table.d)))
+    assert list(Pedigree(path).ids) == labels
 
 
 # ----------------------------------------------------------------------------- near-singular A
