@@ -22,14 +22,18 @@ A^-1
 Henderson's rules with Quaas' Mendelian-sampling variances d_i = 1/2 - (F_s + F_d)/4
 (F = -1 for an unknown parent).  ``inbreeding=False`` builds A^-1 and log|A| with
 d_i = 1/2, 3/4 or 1 (both, one or no parent known), ignoring inbreeding as BLUPF90 does
-by default; ``.inbreeding`` still reports the true F.
+by default; ``.inbreeding`` still reports the true F.  An animal whose parents both have
+F = 1 to double precision (a long line of selfing or sib mating) has d_i = 0 within rounding:
+A is then singular and ``ainv`` / ``logdet_a`` raise a PedigreeError naming the animals
+(a PedigreeWarning when d_i < 1e-8).
+
+Labels of unsigned 64-bit integer IDs above 2^63 are their exact decimal strings.
 """
 from __future__ import annotations
 
-import os
+import logging
+import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +41,23 @@ import pandas as pd
 import scipy.sparse as sp
 
 from mvreml._core import ainv as _kern
+from mvreml._inbreeding import inbreeding_coefficients
 from mvreml.errors import PedigreeError, PedigreeWarning
 
 __all__ = ["Pedigree", "normalize_ids"]
+
+log = logging.getLogger("mvreml")
 
 UNKNOWN = ""    # internal code of an unknown parent in the string path
 _UNKNOWN_TEXT = ["", "0", "NA", "na", "N/A", "NaN", "nan", "None", "."]
 _HEADER_NAMES = {"animal", "id", "ind", "individual", "calf", "pig", "tree", "plant", "progeny",
                  "sire", "dam", "father", "mother", "dad", "mum", "mom", "male", "female"}
 _SHOWN = 10  # labels quoted in an error message before "..."
+_TINY_D = 1e-8  # d_i below this: A is near singular (condition number above ~1 / d_i)
+# d_i below this are within ~1000 rounding errors of 0 (d = 1/2 - (F_s + F_d)/4 with F near
+# 1 has an absolute error of a few eps): no correct digits left, A is singular in doubles
+_SINGULAR_D = 1000 * np.finfo(float).eps
+_LOG_MIN = 100_000  # animals; A^-1 of smaller pedigrees is not logged
 
 
 def _quote(labels, limit: int = _SHOWN) -> str:
@@ -59,6 +71,9 @@ def _integer_ids(values: pd.Series) -> np.ndarray | None:
     dtype = values.dtype
     if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
         return None
+    if pd.api.types.is_unsigned_integer_dtype(dtype) and values.size \
+            and int(values.max()) >= 2 ** 63:
+        return None                 # beyond int64: kept exact as decimal strings instead
     if pd.api.types.is_integer_dtype(dtype) and not values.hasnans:
         return values.to_numpy(dtype=np.int64)
     v = values.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -327,6 +342,7 @@ class Pedigree:
         self.generation = generation.astype(np.int64)
         self.use_inbreeding = bool(inbreeding)
         self._F = self._d = None
+        self._d_checked = False
         self._index = None
 
     # ------------------------------------------------------------------ public API
@@ -350,7 +366,7 @@ class Pedigree:
     def _inbreeding(self) -> tuple[np.ndarray, np.ndarray]:
         """(F, d with inbreeding), computed once."""
         if self._F is None:
-            F = _inbreeding_coefficients(self.sire, self.dam, self.generation)
+            F = inbreeding_coefficients(self.sire, self.dam, self.generation)
             Fp = np.append(F, -1.0)                     # index -1 -> unknown parent, F = -1
             self._F, self._d = F, 0.5 - 0.25 * (Fp[self.sire] + Fp[self.dam])
         return self._F, self._d
@@ -359,8 +375,11 @@ class Pedigree:
     def inbreeding(self) -> pd.Series:
         """Inbreeding coefficients F by animal label (always the true F).
 
-        Computed once; large pedigrees use up to 4 threads (fewer if OMP_NUM_THREADS says
-        so), with the same result for any number of threads.
+        Computed once (``mvreml._inbreeding``): by families of a key parent on ordinary
+        pedigrees, using up to 4 threads on large ones (fewer if OMP_NUM_THREADS says so)
+        with the same result for any number of threads; by the tabular method over the
+        animals alive on deep inbred lines, in time linear in their depth.  Pedigrees of
+        100,000 animals or more log their progress on the "mvreml" logger (INFO).
         """
         return pd.Series(self._inbreeding()[0], index=pd.Index(self.ids, name="animal"),
                          name="F")
@@ -378,24 +397,74 @@ class Pedigree:
         """1 / d_i, the diagonal of D^-1 in A^-1 = T' D^-1 T."""
         return 1.0 / self.d
 
+    def _checked_d(self) -> np.ndarray:
+        """d for A^-1 and log|A|: PedigreeError if A is singular to double precision (some
+        d_i < ``_SINGULAR_D``), a PedigreeWarning if it is near singular (d_i < ``_TINY_D``),
+        naming the animals."""
+        d = self.d
+        if self._d_checked:
+            return d
+        low = np.flatnonzero(d < _TINY_D)
+        if low.size == 0:
+            self._d_checked = True
+            return d
+        F = self._inbreeding()[0]                       # low: in pedigree order, oldest first
+        ids = self.ids
+        lab = np.append(ids, "unknown")
+        shown = "; ".join(f"{ids[i]!r} (sire {lab[self.sire[i]]!r}, dam {lab[self.dam[i]]!r}, "
+                          f"F of the parents {F[self.sire[i]]:.17g}, "
+                          f"{F[self.dam[i]]:.17g}: d = {d[i]:.3g})" for i in low[:3])
+        cause = ("d_i = 1/2 - (F_sire + F_dam)/4 is the Mendelian-sampling variance, the part "
+                 "of A_ii not explained by the parents; it vanishes when both parents have F "
+                 "near 1 (many generations of selfing or sib mating)")
+        advice = ("Pedigree(..., inbreeding=False) builds A^-1 with d_i = 1/2, 3/4, 1 instead, "
+                  "or drop the oldest generations of the inbred line")
+        smallest = float(d[low].min())
+        if smallest < _SINGULAR_D:
+            bad = low[d[low] < _SINGULAR_D]
+            raise PedigreeError(
+                f"A is singular to double precision: {bad.size} animals have d_i below "
+                f"{_SINGULAR_D:.2g} (within rounding error of 0: each is genetically identical "
+                f"to its parents): {shown}. {cause}. {advice}.", animals=ids[bad])
+        warnings.warn(
+            f"A is near singular: {low.size} animals have d_i below {_TINY_D:g} (smallest "
+            f"{smallest:.3g}), so A^-1 has entries near {1.0 / smallest:.3g} and the "
+            f"mixed-model equations may fail to factorize or lose precision: {shown}. "
+            f"{cause}. {advice}.", PedigreeWarning, stacklevel=3)
+        self._d_checked = True                          # warned once, not at every use
+        return d
+
     def ainv(self) -> sp.csc_array:
-        """A^-1 (full symmetric, scipy.sparse CSC) in the order of ``ids``."""
+        """A^-1 (full symmetric, scipy.sparse CSC) in the order of ``ids``.
+
+        Raises
+        ------
+        PedigreeError
+            If A is singular to double precision: an animal whose parents both have F = 1
+            to ~13 digits has d_i at the rounding error of 0 (a PedigreeWarning when d_i
+            is below 1e-8: A is near singular).
+        """
         n = len(self)
+        t0 = time.perf_counter()
+        dinv = 1.0 / self._checked_d()
         known_s, known_d = self.sire >= 0, self.dam >= 0
         cap = n + 2 * int(known_s.sum() + known_d.sum() + (known_s & known_d).sum())
         indptr = np.empty(n + 1, np.int32)
         indices = np.empty(cap, np.int32)
         data = np.empty(cap)
-        nnz = _kern.ainv_csc(self.sire, self.dam, self.dinv, indptr, indices, data,
+        nnz = _kern.ainv_csc(self.sire, self.dam, dinv, indptr, indices, data,
                              np.empty(n, np.int32))
         out = sp.csc_array((data[:nnz], indices[:nnz], indptr), shape=(n, n))
         out.has_sorted_indices = True
         out.has_canonical_format = True
+        if n >= _LOG_MIN:
+            log.info("A^-1 of %d animals: %d nonzeros in %.2f s", n, nnz,
+                     time.perf_counter() - t0)
         return out
 
     def logdet_a(self) -> float:
-        """log|A| = sum log d_i, consistent with ``ainv()``."""
-        return float(np.log(self.d).sum())
+        """log|A| = sum log d_i, consistent with ``ainv()`` (and its PedigreeError)."""
+        return float(np.log(self._checked_d()).sum())
 
     def index_of(self, labels) -> np.ndarray:
         """Positions (int64) of ``labels`` in ``ids``; PedigreeError names those absent."""
@@ -435,100 +504,3 @@ class Pedigree:
         return pd.DataFrame({"animal": self.ids, "sire": lab[self.sire],
                              "dam": lab[self.dam], "generation": self.generation,
                              "F": self._inbreeding()[0]})
-
-
-# ----------------------------------------------------------------------------- inbreeding
-_THREADS_MIN_PROGENY = 200_000   # fewer animals with both parents known: one thread is enough
-_MAX_THREADS = 4
-_BIG_FAMILY = 8                  # progeny; families this large are batched apart from the rest
-_BATCH_BIG, _BATCH_SMALL = 16, 8  # families per batch (a trace serves them all)
-
-
-def _threads() -> int:
-    """Threads for F: the CPUs this process may use, at most OMP_NUM_THREADS if set."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:                              # not Linux
-        cores = os.cpu_count() or 1
-    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if limit.isdigit() and int(limit) > 0:
-        cores = min(cores, int(limit))
-    return max(1, min(cores, _MAX_THREADS))
-
-
-def _family_batches(sire, dam, gen):
-    """Families of the inbreeding kernel (see ``_core.ainv.inbreeding_batches``).
-
-    An animal with both parents known joins the family of the parent with more such
-    progeny (an AI sire rather than a natural-service sire), so one ancestor trace serves
-    the family and full sibs cost one lookup; animals with an unknown parent have F = 0.
-    Families are ordered by generation of the key (the waves), large ones first, then by
-    the key's sire so that a batch of consecutive families holds paternal half sibs, whose
-    ancestors coincide.  Returns fam_key, fam_ptr, batch_ptr, prog, mate, waves (batch
-    indices where a wave starts, and the end).
-    """
-    n = sire.size
-    both = np.flatnonzero((sire >= 0) & (dam >= 0))
-    s, d = sire[both], dam[both]
-    size = np.bincount(s, minlength=n) + np.bincount(d, minlength=n)
-    key = np.where(size[s] >= size[d], s, d)
-    fam_size = np.bincount(key, minlength=n)
-    fam_key = np.flatnonzero(fam_size)
-    small = fam_size[fam_key] < _BIG_FAMILY
-    first = np.lexsort((fam_key, sire[fam_key], small, gen[fam_key]))
-    fam_key, small = fam_key[first], small[first]
-    rank = np.empty(n, np.int64)
-    rank[fam_key] = np.arange(fam_key.size)
-    order = np.argsort(rank[key])                       # progeny grouped by family
-    prog = both[order]
-    mate = np.where(sire[prog] == key[order], dam[prog], sire[prog]).astype(np.int32)
-    fam_ptr = np.zeros(fam_key.size + 1, np.int64)
-    np.cumsum(fam_size[fam_key], out=fam_ptr[1:])
-    # batches: runs of _BATCH_* families within each (generation, size class) group
-    group = 2 * gen[fam_key] + small
-    pos = np.arange(fam_key.size)
-    start = np.maximum.accumulate(np.where(np.diff(group, prepend=-1) != 0, pos, 0))
-    cut = (pos - start) % np.where(small, _BATCH_SMALL, _BATCH_BIG) == 0
-    batch_ptr = np.append(np.flatnonzero(cut), fam_key.size).astype(np.int64)
-    batch_gen = gen[fam_key[batch_ptr[:-1]]]
-    waves = np.flatnonzero(np.diff(batch_gen, prepend=-1, append=batch_gen[-1] + 1))
-    return (fam_key.astype(np.int32), fam_ptr, batch_ptr, prog.astype(np.int32), mate, waves)
-
-
-def _inbreeding_coefficients(sire: np.ndarray, dam: np.ndarray, gen: np.ndarray) -> np.ndarray:
-    """F of every animal (parents numbered first, ``gen`` their generation numbers).
-
-    Batches of families run in waves of increasing generation of the keys (a family needs
-    the F of its ancestors' parents only); the batches of a wave are shared among threads.
-    The result is the same for any number of threads.
-    """
-    n = sire.size
-    F = np.zeros(n)
-    if not np.any((sire >= 0) & (dam >= 0)):
-        return F
-    fam_key, fam_ptr, batch_ptr, prog, mate, waves = _family_batches(sire, dam, gen)
-    n_threads = _threads() if prog.size >= _THREADS_MIN_PROGENY else 1
-    if n_threads == 1:
-        waves = waves[[0, -1]]
-    work = [np.empty(n * _kern.NODE_BYTES, np.uint8) for _ in range(n_threads)]
-    _kern.inbreeding_setup(sire, dam, gen, work[0])
-    for w in work[1:]:
-        w[:] = work[0]
-    # rows of batch values; only the rows a batch reaches are ever touched (paged in)
-    slab = [np.empty(max(_BATCH_BIG, _BATCH_SMALL) * (n + 1)) for _ in range(n_threads)]
-    scratch = [np.empty(4 * (n + 1), np.int32) for _ in range(n_threads)]
-    bucket = [np.full(int(gen.max()) + 1, -1, np.int32) for _ in range(n_threads)]
-    counter = np.zeros(1, np.int64)
-
-    def run(t: int, first: int, last: int) -> None:
-        _kern.inbreeding_batches(work[t], slab[t], scratch[t], bucket[t], fam_key, fam_ptr,
-                                 batch_ptr, prog, mate, first, last, counter, F)
-
-    with ThreadPoolExecutor(n_threads - 1) if n_threads > 1 else nullcontext() as pool:
-        for first, last in zip(waves[:-1], waves[1:]):  # a few dozen generations, not animals
-            counter[0] = first
-            helpers = [pool.submit(run, t, first, last) for t in range(1, n_threads)]
-            run(0, first, last)
-            for h in helpers:
-                h.result()
-    return F

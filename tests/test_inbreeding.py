@@ -1,12 +1,16 @@
-"""Inbreeding kernel: bit-for-bit equal to Meuwissen & Luo, one thread or several."""
+"""Inbreeding: the family kernel bit-for-bit equal to Meuwissen & Luo (one thread or
+several), the tabular method over the animals alive on deep inbred lines, the choice
+between them, and progress on the "mvreml" logger."""
 import heapq
+import logging
+import time
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import mvreml.pedigree as pedmod
+import mvreml._inbreeding as pedmod
 from mvreml.errors import PedigreeWarning
 from mvreml.pedigree import Pedigree
 
@@ -74,6 +78,7 @@ def build(sire, dam):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_bitwise_meuwissen_luo_one_and_several_threads(seed, monkeypatch):
     sire, dam = herd_pedigree(seed)
+    monkeypatch.setattr(pedmod, "_by_frontier", None)     # an ordinary herd: by families
     one = build(sire, dam)
     F = one.inbreeding.to_numpy()
     assert list(one.ids) == [f"H{k}" for k in range(len(sire))]    # already parents first
@@ -89,6 +94,10 @@ def test_bitwise_meuwissen_luo_one_and_several_threads(seed, monkeypatch):
     monkeypatch.setattr(pedmod, "_BATCH_BIG", 1)
     monkeypatch.setattr(pedmod, "_BATCH_SMALL", 1)
     np.testing.assert_array_equal(build(sire, dam).inbreeding.to_numpy(), ref)
+    # the tabular method over the animals alive adds the same terms in another order
+    monkeypatch.undo()
+    monkeypatch.setattr(pedmod, "_METHOD", "frontier")
+    np.testing.assert_allclose(build(sire, dam).inbreeding.to_numpy(), ref, rtol=0, atol=1e-15)
 
 
 def test_deep_line_many_waves(monkeypatch):
@@ -103,9 +112,147 @@ def test_deep_line_many_waves(monkeypatch):
     dam = np.array(dam + [d + n_line if d >= 0 else -1 for d in hd])
     ref = meuwissen_luo(sire, dam)
     assert ref[n_line - 1] > 0.99
+    monkeypatch.setattr(pedmod, "_METHOD", "families")
     one = build(sire, dam).inbreeding.to_numpy()
     # F near 1 needs more than 53 bits here: both methods round, differently, by an ulp
     np.testing.assert_allclose(one, ref, rtol=0, atol=1e-15)
     monkeypatch.setattr(pedmod, "_THREADS_MIN_PROGENY", 0)
     monkeypatch.setattr(pedmod, "_threads", lambda: 2)
     np.testing.assert_array_equal(build(sire, dam).inbreeding.to_numpy(), one)
+    monkeypatch.setattr(pedmod, "_METHOD", "auto")
+    np.testing.assert_allclose(build(sire, dam).inbreeding.to_numpy(), ref, rtol=0, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------- deep lines
+def tabular_f(sire, dam):
+    """F = diag(A) - 1 with A dense by the tabular method (parents first, -1 unknown)."""
+    n = len(sire)
+    A = np.zeros((n, n))
+    for i in range(n):
+        s, d = sire[i], dam[i]
+        row = np.zeros(i)
+        if s >= 0:
+            row += 0.5 * A[s, :i]
+        if d >= 0:
+            row += 0.5 * A[d, :i]
+        A[i, :i] = A[:i, i] = row
+        A[i, i] = 1.0 + (0.5 * A[s, d] if s >= 0 and d >= 0 else 0.0)
+    return np.diag(A) - 1.0
+
+
+def full_sib_chain(n):
+    """Two founders, then pairs of full sibs: each pair the offspring of the previous one."""
+    g = np.arange(n) // 2
+    return np.where(g > 0, 2 * g - 2, -1), np.where(g > 0, 2 * g - 1, -1)
+
+
+def deep_lines():
+    """Deep inbred lines side by side: full-sib mating, selfing, a closed colony of 8 a
+    generation, and a maternal line crossed each generation to a new founder bull listed
+    ahead of everything (a founder whose row starts at its only child)."""
+    sire, dam = [], []
+
+    def add(s, d):
+        base = len(sire)
+        sire.extend(x + base if x >= 0 else -1 for x in s)
+        dam.extend(x + base if x >= 0 else -1 for x in d)
+
+    n_bull = 40
+    add([-1] * n_bull, [-1] * n_bull)                     # the bulls, first
+    add(*full_sib_chain(120))
+    add([-1] + list(range(29)), [-1] + list(range(29)))   # 29 generations of selfing
+    rng = np.random.default_rng(5)
+    s, d = [-1] * 8, [-1] * 8
+    for lo in range(8, 200, 8):
+        s += list(rng.integers(lo - 8, lo - 4, 8))
+        d += list(rng.integers(lo - 4, lo, 8))
+    add(s, d)
+    base = len(sire)                                      # cows: each the dam of the next
+    sire.extend(range(n_bull))
+    dam.extend([-1] + list(range(base, base + n_bull - 1)))
+    return np.array(sire), np.array(dam)
+
+
+def test_deep_lines_by_the_tabular_method_match_dense_a(monkeypatch):
+    sire, dam = deep_lines()
+    ref = tabular_f(sire, dam)
+    assert ref.max() > 0.999 and np.count_nonzero(ref) > 250
+    monkeypatch.setattr(pedmod, "_by_families", None)     # deep and narrow: not by families
+    F = build(sire, dam).inbreeding.to_numpy()
+    np.testing.assert_allclose(F, ref, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(F, meuwissen_luo(sire, dam), rtol=0, atol=1e-15)
+    # chunks of the computation (between progress reports) continue one another exactly
+    monkeypatch.setattr(pedmod, "_FRONTIER_CHUNK", 7)
+    np.testing.assert_array_equal(build(sire, dam).inbreeding.to_numpy(), F)
+
+
+def test_full_sib_recursion_of_wright():
+    # F_t = (1 + 2 F_{t-1} + F_{t-2}) / 4 for full-sib mating (Wright 1921)
+    F = build(*full_sib_chain(400)).inbreeding.to_numpy()[::2]
+    ref = np.zeros(200)
+    for t in range(2, 200):
+        ref[t] = 0.25 * (1.0 + 2.0 * ref[t - 1] + ref[t - 2])
+    np.testing.assert_allclose(F, ref, rtol=0, atol=1e-14)
+
+
+def test_each_connected_part_gets_its_method(monkeypatch):
+    # an ordinary herd (by families) beside deep lines (by the tabular method); the limits
+    # are lowered so that this small herd is "wide" and the lines "deep"
+    monkeypatch.setattr(pedmod, "_FRONTIER_MAX_WIDTH", 64)
+    monkeypatch.setattr(pedmod, "_DEEP_TRACE", 16)
+    hs, hd = herd_pedigree(4, n_gen=6, per_gen=120, n_herd=3)
+    ls, ld = deep_lines()
+    chain_s, chain_d = full_sib_chain(600)
+    parts = [(hs, hd), (ls, ld), (chain_s, chain_d)]
+    sire, dam, base = [], [], 0
+    for s, d in parts:
+        sire.append(np.where(s >= 0, s + base, -1))
+        dam.append(np.where(d >= 0, d + base, -1))
+        base += len(s)
+    sire, dam = np.concatenate(sire), np.concatenate(dam)
+    calls = []
+    for name in ("_by_families", "_by_frontier"):
+        real = getattr(pedmod, name)
+        monkeypatch.setattr(pedmod, name, lambda s, *a, _f=real, _n=name: (
+            calls.append((_n, len(s))), _f(s, *a))[1])
+    F = build(sire, dam).inbreeding.to_numpy()
+    assert sorted(calls) == [("_by_families", len(hs)), ("_by_frontier", len(ls) + 600)]
+    np.testing.assert_allclose(F, meuwissen_luo(sire, dam), rtol=0, atol=1e-15)
+    assert F[len(hs):].max() > 0.999 and F[:len(hs)].max() > 0.2
+
+
+@pytest.mark.slow
+def test_long_full_sib_chain_is_linear():
+    # 100,000 generations of full-sib mating: the family traces would visit ~5e9 ancestors
+    # (minutes); the tabular method over the 4 animals alive takes milliseconds
+    sire, dam = full_sib_chain(200_000)
+    t0 = time.perf_counter()
+    F = pedmod.inbreeding_coefficients(sire, dam, np.arange(200_000) // 2)
+    assert time.perf_counter() - t0 < 30.0
+    assert F[-1] == pytest.approx(1.0, abs=1e-15) and np.all(np.diff(F[::2]) >= 0)
+
+
+def test_progress_is_logged(monkeypatch, caplog):
+    monkeypatch.setattr(pedmod, "_PROGRESS_MIN", 100)
+    monkeypatch.setattr(pedmod, "_PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(pedmod, "_FRONTIER_CHUNK", 2000)       # 500 animals x 4 slots
+    sire, dam = full_sib_chain(1000)
+    with caplog.at_level(logging.INFO, logger="mvreml"):
+        build(sire, dam).inbreeding
+    text = [r.getMessage() for r in caplog.records if r.name == "mvreml"]
+    assert text[0] == "inbreeding of 1000 animals by the tabular method over the animals " \
+        "alive (4 at most)"
+    assert text[1].startswith("inbreeding: 50% (500 of 1000 animals) after")
+    assert text[2].startswith("inbreeding: 100% (1000 of 1000 animals) after")
+    assert text[-1].startswith("inbreeding done in")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mvreml"):
+        build(*herd_pedigree(1)).inbreeding
+    text = [r.getMessage() for r in caplog.records if r.name == "mvreml"]
+    assert text[0].startswith("inbreeding of 1680 animals by families of")
+    assert any(t.startswith("inbreeding: 100% (") for t in text)
+    monkeypatch.setattr(pedmod, "_PROGRESS_MIN", 2000)             # small pedigrees: silent
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mvreml"):
+        build(sire, dam).inbreeding
+    assert not [r for r in caplog.records if r.name == "mvreml"]

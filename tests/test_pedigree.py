@@ -325,3 +325,79 @@ def test_normalize_ids():
     assert list(out[:8]) == ["1097", "1097", "12", "1097", "a1", "1.5", "007", "0"]
     assert pd.isna(out[8:]).all()
     assert list(normalize_ids(np.array([3.0, np.nan]))[:1]) == ["3"]
+
+
+def test_uint64_ids_above_2_63_keep_their_labels(tmp_path):
+    big = np.array([2 ** 64 - 1, 2 ** 64 - 2, 2 ** 63 + 7, 2 ** 63], dtype=np.uint64)
+    labels = [str(int(x)) for x in big]                  # exact decimal IDs
+    unknown = np.uint64(0)
+    table = pd.DataFrame({"a": big, "s": np.array([0, 0, big[0], big[0]], np.uint64),
+                          "d": np.array([unknown, unknown, big[1], big[2]], np.uint64)})
+    ped = Pedigree(table)
+    assert list(ped.ids) == labels
+    assert list(normalize_ids(big)) == labels
+    assert list(normalize_ids([2 ** 64 - 1, 5])) == [labels[0], "5"]
+    assert list(normalize_ids(pd.Series(big, dtype="UInt64"))) == labels
+    # a data column of the same IDs (numpy or nullable) finds the same animals
+    assert ped.index_of(big[::-1]).tolist() == [3, 2, 1, 0]
+    assert ped.index_of(pd.Series(big, dtype="UInt64")).tolist() == [0, 1, 2, 3]
+    assert ped.sire[3] == 0 and ped.dam[3] == 2                # a sire x daughter mating
+    assert ped.inbreeding.loc[labels[3]] == 0.25
+    assert ped.to_frame().loc[3, ["sire", "dam"]].tolist() == [labels[0], labels[2]]
+    path = tmp_path / "ped.csv"                          # read as uint64 by pandas
+    path.write_text("animal,sire,dam\n" + "".join(
+        f"{a},{s},{d}\n" for a, s, d in zip(big, table.s, table.d)))
+    assert list(Pedigree(path).ids) == labels
+
+
+# ----------------------------------------------------------------------------- near-singular A
+def inbred_line_table(generations, selfing):
+    """One line of selfing (an animal both sire and dam of the next) or full-sib mating."""
+    rows, s, d = [], "0", "0"
+    for g in range(generations):
+        if selfing:
+            rows.append((f"S{g}", s, d))
+            s = d = f"S{g}"
+        else:
+            rows += [(f"M{g}", s, d), (f"F{g}", s, d)]
+            s, d = f"M{g}", f"F{g}"
+    return pd.DataFrame(rows, columns=["animal", "sire", "dam"])
+
+
+def test_near_singular_a_warns_and_names_the_animals():
+    ped = quiet(inbred_line_table(40, selfing=True), allow_sire_dam=True)
+    # d_i = (1 - F_parent) / 2 = 2^-g: exact, A of 40 generations is still usable
+    np.testing.assert_array_equal(ped.d, 2.0 ** -np.arange(40.0))
+    with pytest.warns(PedigreeWarning, match=r"A is near singular: 13 animals have d_i below "
+                      r"1e-08 \(smallest 1\.82e-12\).*'S27' \(sire 'S26', dam 'S26'"):
+        Ainv = ped.ainv()
+    assert np.isfinite(Ainv.data).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # warned once per pedigree
+        assert ped.logdet_a() == pytest.approx(np.log(2.0) * -sum(range(40)))
+
+
+@pytest.mark.parametrize("generations, selfing", [(60, True), (200, False)])
+def test_singular_a_is_a_pedigree_error(generations, selfing):
+    ped = quiet(inbred_line_table(generations, selfing), allow_sire_dam=selfing)
+    assert ped.inbreeding.max() > 1.0 - 1e-12
+    for build in (ped.ainv, ped.logdet_a):
+        with pytest.raises(PedigreeError, match="A is singular to double precision") as err:
+            build()
+        assert "F of the parents" in str(err.value) and "inbreeding=False" in str(err.value)
+        first = np.flatnonzero(ped.d < 1000 * np.finfo(float).eps)[0]
+        assert err.value.animals[0] == ped.ids[first] and len(err.value.animals) > 10
+        assert not selfing or ped.ids[first] == "S43"             # d = 2^-43
+    plain = quiet(inbred_line_table(generations, selfing), inbreeding=False,
+                  allow_sire_dam=selfing)
+    assert np.isfinite(plain.ainv().data).all()
+
+
+def test_singular_a_in_a_fit_names_the_cause():
+    import mvreml
+    table = inbred_line_table(200, selfing=False)
+    data = pd.DataFrame({"animal": table.animal,
+                         "y": np.random.default_rng(2).standard_normal(len(table))})
+    with pytest.raises(PedigreeError, match="A is singular to double precision"):
+        mvreml.fit("y ~ 1", random="~ vm(animal, ped)", data=data,
+                   relmat={"ped": quiet(table)})
