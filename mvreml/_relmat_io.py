@@ -125,6 +125,14 @@ def file_kind(path) -> str:
     return "table"
 
 
+def diagonal_example(path) -> str:
+    """'line k: "i i value"' for the first diagonal entry of a three-column file."""
+    for k, row in enumerate(_tokens(Path(path)), start=1):
+        if len(row) == 3 and _diagonal_rows([row[0]], [row[1]]).all():
+            return f"line {k}: {' '.join(row)!r}"
+    return "no diagonal entry among its first lines"
+
+
 def read_square(path, name: str) -> pd.DataFrame:
     """A labelled square matrix file: a header line of labels, then label, values per line."""
     path = Path(path)

@@ -314,6 +314,10 @@ def _values(obj, labels, name: str | None, what: str):
             raise RelmatError(f"relationship matrix {name!r}: file {str(path)!r} is neither a labelled "
                               "square matrix (a header line of labels, then one line per label) nor a "
                               "three-column (row, column, value) file with diagonal entries")
+        if labels is not None:
+            raise RelmatError(f"relationship matrix {name!r}: file {str(path)!r} is a labelled square "
+                              "matrix, whose header and first column are its labels; labels= is only "
+                              "for three-column (row, column, value) files")
         obj = io.read_square(path, name)
     name = name or "relmat"
     if isinstance(obj, pd.DataFrame) and obj.shape[1] == 3 and not _is_square_labelled(obj):
