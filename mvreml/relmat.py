@@ -160,6 +160,10 @@ def _labelled_square(matrix, labels, name: str):
         labels = normalize_ids(labels)
     if sp.issparse(values):
         values = sp.csc_array(values, dtype=float)
+        if values.nnz < 2 ** 31 - 1 and values.indices.dtype != np.int32:
+            # CHOLMOD's int interface: int64 indices make scikit-sparse 0.4 convert (and warn)
+            values = sp.csc_array((values.data, values.indices.astype(np.int32),
+                                   values.indptr.astype(np.int32)), shape=values.shape)
     else:
         values = np.asarray(values, dtype=float)
     n = labels.size

@@ -1,4 +1,6 @@
 """Relationship matrices: user G, user G^-1 and pedigrees behind one interface."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -326,3 +328,13 @@ def test_large_sparse_not_positive_definite_is_named_without_densifying():
     labels = [f"g{k}" for k in range(n)]
     with pytest.raises(RelmatError, match=r"identical rows \(duplicated individuals\): \('g7', 'g70'\)"):
         relmat.matrix(sp.csc_array(G), labels)
+
+
+def test_relmat_functions_reachable_from_the_package():
+    """The error messages say mvreml.relmat.matrix(...) / inverse(...): that spelling must work."""
+    import subprocess
+    import sys
+    code = "import mvreml; print(mvreml.relmat.inverse.__name__, mvreml.relmat.matrix.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["inverse", "matrix"]
