@@ -125,11 +125,17 @@ def file_kind(path) -> str:
     return "table"
 
 
-def diagonal_example(path) -> str:
-    """'line k: "i i value"' for the first diagonal entry of a three-column file."""
-    for k, row in enumerate(_tokens(Path(path)), start=1):
+def diagonal_example(source) -> str:
+    """'line k: "i i value"' (a file) or 'row k: (i, i, value)' (a DataFrame): the first
+    diagonal entry of a three-column table, to show why it is not read as a pedigree."""
+    if isinstance(source, pd.DataFrame):
+        rows = source.iloc[:, :3].astype(str).to_numpy().tolist()
+        what = "row"
+    else:
+        rows, what = _tokens(Path(source)), "line"
+    for k, row in enumerate(rows, start=1):
         if len(row) == 3 and _diagonal_rows([row[0]], [row[1]]).all():
-            return f"line {k}: {' '.join(row)!r}"
+            return f"{what} {k}: {' '.join(row)!r} is a diagonal entry (i, i), which a pedigree cannot have"
     return "no diagonal entry among its first lines"
 
 

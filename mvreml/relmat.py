@@ -495,7 +495,8 @@ def as_relmat(obj, name: str) -> RelationshipMatrix:
         if square or (obj.shape[1] == 3 and (kind is not None or io.looks_like_triplets(obj))):
             if kind is None:
                 raise _unstated(name, "a labelled square DataFrame" if square else
-                                "a three-column DataFrame (row, column, value) with diagonal entries")
+                                "a three-column DataFrame (row, column, value) "
+                                f"({io.diagonal_example(obj)})")
             build = RelationshipMatrix.from_inverse if kind else RelationshipMatrix.from_matrix
             return build(obj, name=name)
         if kind is not None:
@@ -515,9 +516,9 @@ def as_relmat(obj, name: str) -> RelationshipMatrix:
         path = Path(obj)
         kind = io.file_kind(path) if path.is_file() else "table"
         if kind != "table":
-            raise _unstated(name, f"file {str(path)!r} (a " + (
-                "labelled square matrix" if kind == "square" else
-                "three-column (row, column, value) matrix, not a pedigree") + ")")
+            raise _unstated(name, f"file {str(path)!r} (" + (
+                "a labelled square matrix" if kind == "square" else
+                f"a three-column (row, column, value) matrix: {io.diagonal_example(path)}") + ")")
         return RelationshipMatrix.from_pedigree(Pedigree(obj), name)
     raise RelmatError(f"relmat {name!r}: cannot use a {type(obj).__name__} as a relationship "
                       "matrix (give a Pedigree, a pedigree DataFrame or file, or "

@@ -249,7 +249,7 @@ def test_matrix_file_given_as_pedigree_says_which_option(tmp_path, layout):
     msg = str(err.value)
     assert f"--relmat-g K={tmp_path / 'm'} for G" in msg and f"--relmat-inverse K={tmp_path / 'm'} for G^-1" in msg
     if layout == "giv":
-        assert "line 1: '1 1 2.0'" in msg
+        assert "line 1: '1 1 2.0' is a diagonal entry" in msg
 
 
 def _animal_trial(tmp_path, seed=5):

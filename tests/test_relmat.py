@@ -163,6 +163,9 @@ def test_matrix_file_as_relmat_path_refused(data_dir, tmp_path, layout):
     with pytest.raises(RelmatError, match="whether it is G or G\\^-1") as err:
         as_relmat(path, "ped")
     assert "ainv." in str(err.value)
+    if layout == "triplets":
+        assert "line 1: '1 1 1.8333333333333333' is a diagonal entry (i, i), which a pedigree cannot" \
+            in str(err.value)
 
 
 def test_attrs_inverse_states_the_kind(data_dir):
