@@ -62,7 +62,7 @@ def _numeric(values) -> np.ndarray:
 def _diagonal_rows(a, b) -> np.ndarray:
     """Rows whose first two fields are the same label (a diagonal entry (i, i))."""
     na, nb = normalize_ids(pd.Series(a)), normalize_ids(pd.Series(b))
-    return np.array([x == y and not pd.isna(x) for x, y in zip(na, nb)], dtype=bool)
+    return np.asarray(na == nb, dtype=bool) & ~pd.isna(na)
 
 
 def looks_like_triplets(table: pd.DataFrame) -> bool:
@@ -169,7 +169,8 @@ def read_triplet_file(path) -> pd.DataFrame:
     """The (row, column, value) lines of a three-column file, as text."""
     table = _raw_table(Path(path))
     if table.shape[1] != 3:
-        raise RelmatError(f"relationship file {str(path)!r} has {table.shape[1]} columns, not the three "
+        raise RelmatError(f"relationship file {str(path)!r} has {table.shape[1]} columns: neither a labelled "
+                          "square matrix (a header line of labels, then one line per label) nor the three "
                           "(row, column, value) of a sparse matrix file")
     return _drop_header(table)
 

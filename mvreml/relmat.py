@@ -310,14 +310,11 @@ def _values(obj, labels, name: str | None, what: str):
         name = name or path.name
         if not path.is_file():
             raise RelmatError(f"relationship matrix {name!r}: file {str(path)!r} not found")
-        kind = io.file_kind(path)
-        if kind == "triplets":
+        # the caller said it is a matrix: a file that is not a labelled square one must be
+        # three-column (read_triplet_file says so when it is neither)
+        if io.file_kind(path) != "square":
             values, labels = io.triplets(io.read_triplet_file(path), labels, name, f"file {str(path)!r}")
             return (*_labelled_square(values, labels, name), name)
-        if kind == "table":
-            raise RelmatError(f"relationship matrix {name!r}: file {str(path)!r} is neither a labelled "
-                              "square matrix (a header line of labels, then one line per label) nor a "
-                              "three-column (row, column, value) file with diagonal entries")
         if labels is not None:
             raise RelmatError(f"relationship matrix {name!r}: file {str(path)!r} is a labelled square "
                               "matrix, whose header and first column are its labels; labels= is only "

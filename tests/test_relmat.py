@@ -341,3 +341,13 @@ def test_relmat_functions_reachable_from_the_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split() == ["inverse", "matrix"]
+
+
+def test_stated_matrix_file_read_as_three_column_even_without_leading_diagonal(tmp_path):
+    """Told it is G^-1, a three-column file is read as one, whatever order its lines are in."""
+    (tmp_path / "k.txt").write_text("2 1 -1.0\n3 2 -0.5\n1 1 2.0\n2 2 2.5\n3 3 1.5\n")
+    rel = relmat.inverse(tmp_path / "k.txt")
+    np.testing.assert_array_equal(rel.kinv().toarray(), GINV)
+    (tmp_path / "four.txt").write_text("a b c d\n1 2 3 4\n")
+    with pytest.raises(RelmatError, match="4 columns: neither a labelled square matrix"):
+        relmat.inverse(tmp_path / "four.txt")
