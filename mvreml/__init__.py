@@ -24,6 +24,7 @@ _LAZY = {
     "Result": ("mvreml.results", "Result"),
     "Pedigree": ("mvreml.pedigree", "Pedigree"),
     "errors": ("mvreml.errors", None),
+    "relmat": ("mvreml.relmat", None),          # mvreml.relmat.matrix / inverse / read_giv
 }
 
 

@@ -48,7 +48,8 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         One row per unit (wide format); missing trait values are NaN.
     relmat : dict, optional
         Names used in ``vm(factor, name)`` -> a :class:`mvreml.Pedigree`, a pedigree table,
-        or a labelled relationship matrix (see :func:`mvreml.relmat.as_relmat`).
+        or a matrix stated as G or G^-1: ``mvreml.relmat.matrix(G)``, ``mvreml.relmat.inverse(Ginv)``,
+        ``mvreml.relmat.read_giv(path)`` (see :func:`mvreml.relmat.as_relmat`).
     init : dict or "pairwise", optional
         Starting values per term name ("units" for the residual): a float (univariate),
         a t x t array, or a trait-labelled DataFrame; terms not named start from their

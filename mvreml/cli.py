@@ -40,13 +40,28 @@ def _parser() -> argparse.ArgumentParser:
                        epilog='example: mvreml fit trial.csv --fixed "cbind(velocity, density) ~ trait" '
                               '--random "~ us(trait):Family + diag(trait):Block" '
                               '--residual "~ units:us(trait)" --out results/')
-    f.add_argument("data", metavar="DATA", help="data file: .csv (or .parquet, with pyarrow installed)")
+    # DATA is optional for argparse only: a file swallowed by --factors / --fix (nargs="+") is
+    # recovered, or named in a clear error, by _data_argument
+    f.add_argument("data", metavar="DATA", nargs="?",
+                   help="data file: .csv, .txt / .tsv (separator detected; see --sep), or .parquet "
+                        "(with pyarrow installed)")
+    f.add_argument("--sep", metavar="SEP",
+                   help="field separator of DATA: ',', ';', 'tab' or 'whitespace' (default: detected)")
     f.add_argument("--fixed", required=True, help='response and fixed effects, e.g. "y ~ 1 + sex"')
     f.add_argument("--random", help='random terms, e.g. "~ us(trait):Family + vm(animal, ped)"')
     f.add_argument("--residual", help='residual structure, e.g. "~ units:us(trait)"')
     f.add_argument("--relmat", action="append", default=[], metavar="NAME=FILE",
-                   help="relationship used as vm(factor, NAME): a 3-column pedigree CSV (animal, sire, dam) "
-                        "or a labelled square matrix CSV (first column = labels); repeatable")
+                   help="pedigree used as vm(factor, NAME): 3 columns animal, sire, dam; repeatable")
+    f.add_argument("--relmat-g", action="append", default=[], metavar="NAME=FILE",
+                   help="relationship matrix G used as vm(factor, NAME): a labelled square matrix file "
+                        "(first column and header = labels) or a three-column row, column, value file "
+                        "(ASReml .grm); repeatable")
+    f.add_argument("--relmat-inverse", action="append", default=[], metavar="NAME=FILE",
+                   help="inverse relationship matrix G^-1 used as vm(factor, NAME), in the same layouts "
+                        "(ASReml .giv: row, column, value, lower triangle); repeatable")
+    f.add_argument("--relmat-labels", action="append", default=[], metavar="NAME=FILE",
+                   help="labels (one per line) that the 1-based indices of NAME's three-column file "
+                        "count into (asreml-R's rowNames); without it the first two columns are labels")
     f.add_argument("--allow-sire-dam", action="store_true",
                    help="accept pedigrees where an animal is used both as sire and as dam (a warning)")
     f.add_argument("--no-inbreeding", action="store_true",
@@ -65,7 +80,23 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     f.add_argument("--quiet", action="store_true", help="no iteration log or summary, only warnings, errors "
                                                         "and a one-line result")
+    p.fit_parser = f            # for errors about `fit` arguments found after parsing
     return p
+
+
+def _data_argument(args, parser: argparse.ArgumentParser) -> None:
+    """Recover DATA swallowed by a list option: `fit --factors a b data.csv` reads data.csv as a
+    third factor (argparse's nargs="+" takes every word up to the next option).  The last word
+    of --factors or --fix is taken as DATA when DATA is missing and that word is an existing file;
+    otherwise the error says how to write the command."""
+    if args.data is not None:
+        return
+    for option, values in (("--factors", args.factors), ("--fix", args.fix)):
+        if values and Path(values[-1]).is_file():
+            args.data = values.pop()
+            return
+    parser.fit_parser.error("the data file DATA is missing. Give it first (mvreml fit DATA --fixed ...): "
+                            "--factors and --fix take every following word up to the next option")
 
 
 # ---------------------------------------------------------------------- inputs
@@ -78,11 +109,51 @@ def _file(path: str, what: str) -> Path:
     return p
 
 
-def read_data(path: str, factors=()):
-    """Read a CSV or Parquet data file; ``factors`` columns become categoricals of labels."""
+_SEP_WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "whitespace": r"\s+",
+              "space": r"\s+", r"\s+": r"\s+"}
+
+
+def _separator(sep: str | None) -> str | None:
+    """--sep as given ("tab", "whitespace", ",", ...) -> the pandas separator (None: detect)."""
+    if sep is None:
+        return None
+    if sep in _SEP_WORDS:
+        return _SEP_WORDS[sep]
+    if len(sep) == 1 and not sep.isalnum() and sep not in "\"'":
+        return sep
+    raise InputError(f"--sep {sep!r}: give one character such as ',' or ';', or 'tab' or 'whitespace'")
+
+
+def _check_whitespace_fields(path: Path) -> None:
+    """Blank-separated data cannot hold an empty field: a line with fewer fields than the header
+    would shift its values into the wrong columns (pandas pads it with NaN), so it is an error."""
+    token = re.compile(r'"[^"]*"|\S+')
+    with open(path, errors="replace") as fh:
+        lines = ((k, ln) for k, ln in enumerate(fh, start=1) if ln.strip())
+        first = next(lines, None)
+        if first is None:
+            return
+        width = len(token.findall(first[1]))
+        for k, line in lines:
+            n = len(token.findall(line))
+            if n != width:
+                raise InputError(f"data file {str(path)!r} is separated by blanks, and line {k} has {n} fields "
+                                 f"where the header has {width}: write missing values as NA (an empty field "
+                                 "cannot be seen between blanks), or give --sep")
+
+
+def read_data(path: str, factors=(), sep: str | None = None):
+    """Read a data file; ``factors`` columns become categoricals of labels.
+
+    A text file's separator is ``sep`` (see ``--sep``) or detected: tab, comma, semicolon or
+    bar when it splits every line alike, else runs of whitespace.
+    """
     import pandas as pd
 
+    from ._relmat_io import sniff_sep
+
     p = _file(path, "data file")
+    sep = _separator(sep)
     try:
         if p.suffix.lower() in PARQUET_SUFFIXES:
             if not any(importlib.util.find_spec(m) for m in ("pyarrow", "fastparquet")):
@@ -90,13 +161,19 @@ def read_data(path: str, factors=()):
                                  f"(or give the data as CSV)")
             df = pd.read_parquet(p)
         else:
-            df = pd.read_csv(p)
+            sep = sep or sniff_sep(p)
+            if sep == r"\s+":
+                _check_whitespace_fields(p)
+            df = pd.read_csv(p, sep=sep)
     except InputError:
         raise
     except (ValueError, UnicodeDecodeError, OSError) as exc:   # pandas' parser and empty-data errors
         raise InputError(f"cannot read data file {path!r}: {exc}") from None
     if df.shape[1] == 0 or len(df) == 0:
         raise InputError(f"data file {path!r} has no rows or no columns")
+    if df.shape[1] == 1 and p.suffix.lower() not in PARQUET_SUFFIXES:
+        warnings.warn(f"data file {path!r} was read as a single column {str(df.columns[0])!r}; give --sep "
+                      "if its fields are separated otherwise", stacklevel=2)
     missing = [c for c in factors if c not in df.columns]
     if missing:
         raise InputError(f"--factors names columns {missing} that are not in {path!r} "
@@ -109,39 +186,56 @@ def read_data(path: str, factors=()):
     return df
 
 
-def read_relmats(specs, allow_sire_dam: bool = False, inbreeding: bool = True) -> dict:
-    """NAME=FILE pairs -> {NAME: Pedigree or labelled square DataFrame}."""
-    import pandas as pd
+def _name_file(spec: str, option: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise InputError(f"{option} expects NAME=FILE (e.g. ped=pedigree.csv), got {spec!r}")
+    return name.strip(), path.strip()
 
+
+def read_relmats(specs=(), allow_sire_dam: bool = False, inbreeding: bool = True, *, g=(), inverse=(),
+                 labels=()) -> dict:
+    """NAME=FILE pairs -> {NAME: Pedigree or RelationshipMatrix}.
+
+    ``specs`` are pedigrees (``--relmat``), ``g`` G matrices (``--relmat-g``), ``inverse``
+    G^-1 matrices (``--relmat-inverse``); ``labels`` the label files of three-column matrices
+    (``--relmat-labels``).  A matrix file given as a pedigree is an InputError that says
+    which option to use: whether a matrix is G or G^-1 is never guessed.
+    """
+    from . import _relmat_io
+    from . import relmat as rm
     from .pedigree import Pedigree
 
+    label_files = {}
+    for spec in labels:
+        name, path = _name_file(spec, "--relmat-labels")
+        label_files[name] = _file(path, f"labels file for {name!r}")
     out = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise InputError(f"--relmat expects NAME=FILE (e.g. ped=pedigree.csv), got {spec!r}")
-        name = name.strip()
-        p = _file(path.strip(), f"relationship file for {name!r}")
-        try:
-            head = pd.read_csv(p, nrows=5, sep=None, engine="python")
-        except (ValueError, UnicodeDecodeError, OSError) as exc:
-            raise InputError(f"cannot read relationship file {str(p)!r}: {exc}") from None
-        labels = set(map(str, head.iloc[:, 0]))
-        looks_square = len(head) == head.shape[1] - 1 and set(map(str, head.columns[1:])) == labels
-        if head.shape[1] == 3 and not looks_square:
-            out[name] = Pedigree(p, inbreeding=inbreeding, allow_sire_dam=allow_sire_dam)
-            continue
-        try:
-            mat = pd.read_csv(p, index_col=0, sep=None, engine="python")
-        except (ValueError, UnicodeDecodeError, OSError) as exc:
-            raise InputError(f"cannot read relationship file {str(p)!r}: {exc}") from None
-        if mat.shape[0] != mat.shape[1]:
-            raise InputError(f"relationship file {str(p)!r} has {head.shape[1]} columns: neither a pedigree "
-                             f"(3 columns) nor a labelled square matrix (it is {mat.shape[0]} x "
-                             f"{mat.shape[1]} after the label column)")
-        mat.index = mat.index.astype(str)
-        mat.columns = mat.columns.astype(str)
-        out[name] = mat
+    for option, given in (("--relmat", specs), ("--relmat-g", g), ("--relmat-inverse", inverse)):
+        for spec in given:
+            name, path = _name_file(spec, option)
+            if name in out:
+                raise InputError(f"relationship {name!r} is given twice ({option} {spec!r} and an earlier one)")
+            p = _file(path, f"relationship file for {name!r}")
+            if option == "--relmat":
+                if name in label_files:
+                    raise InputError(f"--relmat-labels {name}=...: {name!r} is a pedigree, whose labels are "
+                                     "its animal column")
+                kind = _relmat_io.file_kind(p)
+                if kind != "table":
+                    what = ("a labelled square matrix" if kind == "square" else
+                            "a three-column (row, column, value) sparse matrix such as ASReml's .giv / .grm "
+                            f"({_relmat_io.diagonal_example(p)})")
+                    raise InputError(f"--relmat {spec}: the file is {what}, not a pedigree. Say which matrix "
+                                     f"it is: --relmat-g {name}={path} for G, --relmat-inverse {name}={path} "
+                                     "for G^-1")
+                out[name] = Pedigree(p, inbreeding=inbreeding, allow_sire_dam=allow_sire_dam)
+            else:
+                build = rm.matrix if option == "--relmat-g" else rm.inverse
+                out[name] = build(p, labels=label_files.get(name), name=name)
+    unused = sorted(set(label_files) - set(out))
+    if unused:
+        raise InputError(f"--relmat-labels names {unused}, which no --relmat-g / --relmat-inverse gives")
     return out
 
 
@@ -243,8 +337,9 @@ def _fit_and_write(args, flush) -> int:
     from .api import fit
     from .errors import FactorizationError
 
-    data = read_data(args.data, args.factors)
-    relmat = read_relmats(args.relmat, allow_sire_dam=args.allow_sire_dam, inbreeding=not args.no_inbreeding)
+    data = read_data(args.data, args.factors, sep=args.sep)
+    relmat = read_relmats(args.relmat, allow_sire_dam=args.allow_sire_dam, inbreeding=not args.no_inbreeding,
+                          g=args.relmat_g, inverse=args.relmat_inverse, labels=args.relmat_labels)
     init = read_init(args.init) if args.init else None
     logging.getLogger("mvreml").info(f"mvreml fit: {args.data}: {len(data)} rows, {data.shape[1]} columns")
     try:
@@ -253,7 +348,7 @@ def _fit_and_write(args, flush) -> int:
                   missing_animals=args.missing_animals)
     except FactorizationError as exc:
         flush()
-        print(f"mvreml: the fit failed: {exc}", file=sys.stderr)
+        print(f"mvreml: the fit failed: {cli_words(exc)}", file=sys.stderr)
         return EXIT_NOT_CONVERGED
     flush()
     try:
@@ -264,12 +359,35 @@ def _fit_and_write(args, flush) -> int:
         print(f"log L {res.loglik:.6f}, {'converged' if res.converged else 'NOT converged'} after "
               f"{res.iterations} iterations; files in {args.out}")
     else:
-        print(res.summary())
+        print(cli_words(res.summary()))
         print("\nwritten: " + ", ".join(str(p) for p in paths))
     if not res.converged:
-        print(f"mvreml: did not converge: {res.reason}", file=sys.stderr)
+        print(f"mvreml: did not converge: {cli_words(res.reason)}", file=sys.stderr)
         return EXIT_NOT_CONVERGED
     return EXIT_OK
+
+
+# The library's messages name Python arguments; run from `mvreml fit`, name the flags instead.
+_CLI_WORDS = [
+    (r"fit\(\.\.\., missing_animals='founders'\)", "--missing-animals founders"),
+    (r"pass allow_sire_dam=True, or --allow-sire-dam on the command line,", "pass --allow-sire-dam"),
+    (r"\ballow_sire_dam=True\b", "--allow-sire-dam"),
+    (r"\bmissing_animals='founders'", "--missing-animals founders"),
+    (r"\bfix= (names|holds)\b", r"--fix \1"),
+    (r"\binit= gives\b", "--init gives"),
+    (r"starting values with init=(?!\S)", "starting values with --init"),
+    (r"\braise maxiter\b", "raise --maxiter"),
+    (r"\bweights= names\b", "--weights names"),
+    (r"which is not in relmat= ", "which no --relmat, --relmat-g or --relmat-inverse gives "),
+]
+
+
+def cli_words(text) -> str:
+    """A library message with its Python argument names replaced by the command's flags."""
+    text = str(text)
+    for pattern, flag in _CLI_WORDS:
+        text = re.sub(pattern, flag, text)
+    return text
 
 
 def _report_warnings(caught, skip) -> None:
@@ -279,7 +397,7 @@ def _report_warnings(caught, skip) -> None:
         if issubclass(w.category, skip) or text in seen:
             continue
         seen.add(text)
-        print(f"mvreml: warning: {text}", file=sys.stderr)
+        print(f"mvreml: warning: {cli_words(text)}", file=sys.stderr)
 
 
 def _cmd_demo(args) -> int:
@@ -293,7 +411,10 @@ def main(argv=None) -> int:
     """Entry point of the ``mvreml`` console script; returns the exit code."""
     from .errors import MvremlError
 
-    args = _parser().parse_args(argv)       # bad arguments: argparse prints usage and exits 2
+    parser = _parser()
+    args = parser.parse_args(argv)          # bad arguments: argparse prints usage and exits 2
+    if args.command == "fit":
+        _data_argument(args, parser)
     # the demo's eight fits would flood stderr with iteration logs: only warnings there
     handler = _configure_logging(args.command == "demo" or args.quiet)
     try:
@@ -301,7 +422,7 @@ def main(argv=None) -> int:
             return _cmd_demo(args)
         return _cmd_fit(args)
     except (InputError, MvremlError) as exc:
-        print(f"mvreml: error: {exc}", file=sys.stderr)
+        print(f"mvreml: error: {cli_words(exc)}", file=sys.stderr)
         return EXIT_INPUT
     except ImportError as exc:          # optional dependency missing (matplotlib for --plots)
         if "pip install" not in str(exc):

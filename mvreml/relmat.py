@@ -6,6 +6,11 @@ Every source is turned into the same small interface, which the fitting code use
     rel.kinv()     scipy.sparse CSC K^-1 (full symmetric) in the order of ``labels``
     rel.logdet()   log|K|
 
+The user says which matrix a table is: ``matrix(G)`` for G, ``inverse(Ginv)`` for G^-1 (or
+``RelationshipMatrix.from_matrix`` / ``from_inverse``; ``read_grm`` / ``read_giv`` for
+ASReml's three-column files).  A bare labelled matrix in ``relmat=`` is refused, since a
+G^-1 taken for G (or the reverse) fits a wrong model without any sign of it.
+
 A user G is inverted once, when the object is built (dense Cholesky, or CHOLMOD for a
 sparse G); a G that is not positive definite raises RelmatError naming the label where
 the factorisation failed, labels with identical rows (clones, duplicated genotypes) and
@@ -20,10 +25,11 @@ import pandas as pd
 import scipy.linalg as la
 import scipy.sparse as sp
 
+from mvreml import _relmat_io as io
 from mvreml.errors import RelmatError
 from mvreml.pedigree import Pedigree, _quote, normalize_ids
 
-__all__ = ["RelationshipMatrix", "as_relmat"]
+__all__ = ["RelationshipMatrix", "as_relmat", "matrix", "inverse", "read_grm", "read_giv"]
 
 
 class RelationshipMatrix:
@@ -72,26 +78,26 @@ class RelationshipMatrix:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_matrix(cls, matrix, labels=None, name: str = "relmat") -> "RelationshipMatrix":
-        """From G (DataFrame with index = columns = labels, or matrix plus ``labels``).
+    def from_matrix(cls, matrix, labels=None, name: str | None = None) -> "RelationshipMatrix":
+        """From G; see :func:`mvreml.relmat.matrix` for the forms accepted.
 
         Raises
         ------
         RelmatError
             Unlabelled, non-square, non-symmetric, non-finite or not positive definite G.
         """
-        values, labs = _labelled_square(matrix, labels, name)
+        values, labs, name = _values(matrix, labels, name, "G")
         inv, logdet = _invert(values, labs, name, what="G")
         diag = values.diagonal() if sp.issparse(values) else np.diag(values)
         return cls(labs, inv, logdet, "G", name, diagonal=np.asarray(diag, float).copy())
 
     @classmethod
-    def from_inverse(cls, matrix, labels=None, name: str = "relmat") -> "RelationshipMatrix":
-        """From a precomputed G^-1 (same input forms as ``from_matrix``).
+    def from_inverse(cls, matrix, labels=None, name: str | None = None) -> "RelationshipMatrix":
+        """From a precomputed G^-1; see :func:`mvreml.relmat.inverse` for the forms accepted.
 
         log|G| = -log|G^-1| is computed from a Cholesky factor of G^-1.
         """
-        values, labs = _labelled_square(matrix, labels, name)
+        values, labs, name = _values(matrix, labels, name, "G^-1")
         logdet_inv = _factor_logdet(values, labs, name, what="G^-1")
         kinv = sp.csc_array(values)
         kinv.sum_duplicates()
@@ -154,6 +160,10 @@ def _labelled_square(matrix, labels, name: str):
         labels = normalize_ids(labels)
     if sp.issparse(values):
         values = sp.csc_array(values, dtype=float)
+        if values.nnz < 2 ** 31 - 1 and values.indices.dtype != np.int32:
+            # CHOLMOD's int interface: int64 indices make scikit-sparse 0.4 convert (and warn)
+            values = sp.csc_array((values.data, values.indices.astype(np.int32),
+                                   values.indptr.astype(np.int32)), shape=values.shape)
     else:
         values = np.asarray(values, dtype=float)
     n = labels.size
@@ -194,25 +204,38 @@ def _check_labels(labels: np.ndarray, name: str) -> None:
                           labels=bad)
 
 
+def _identical_rows(values) -> list[np.ndarray]:
+    """Groups (index arrays) of two or more identical rows; sparse rows are never densified."""
+    if not sp.issparse(values):
+        _, group, count = np.unique(values, axis=0, return_inverse=True, return_counts=True)
+        group = np.ravel(group)
+        return [np.flatnonzero(group == g) for g in np.unique(group[count[group] > 1])]
+    m = sp.csr_array(values)
+    m.sum_duplicates()
+    m.sort_indices()
+    seen: dict = {}
+    for i in range(m.shape[0]):
+        lo, hi = m.indptr[i], m.indptr[i + 1]
+        seen.setdefault((m.indices[lo:hi].tobytes(), m.data[lo:hi].tobytes()), []).append(i)
+    return [np.array(g) for g in seen.values() if len(g) > 1]
+
+
 def _not_pd(values, labels, name: str, what: str, failed: int | None) -> RelmatError:
     """RelmatError naming the pivot, identical rows and non-positive diagonals."""
-    dense = values.toarray() if sp.issparse(values) else values
     parts, named = [], []
     if failed is not None:
         parts.append(f"the Cholesky factorisation failed at label {labels[failed]!r}")
         named.append(labels[failed])
-    diag = np.diag(dense)
+    diag = values.diagonal() if sp.issparse(values) else np.diag(values)
     bad_diag = labels[diag <= 0]
     if bad_diag.size:
         parts.append(f"non-positive diagonal for {_quote(bad_diag)}")
         named.extend(bad_diag)
-    _, group, count = np.unique(dense, axis=0, return_inverse=True, return_counts=True)
-    dup = count[group] > 1
-    if dup.any():
-        groups = [np.flatnonzero(group == g) for g in np.unique(group[dup])]
+    groups = _identical_rows(values)
+    if groups:
         text = "; ".join("(" + ", ".join(repr(labels[k]) for k in g) + ")" for g in groups[:5])
         parts.append(f"identical rows (duplicated individuals): {text}")
-        named.extend(labels[dup])
+        named.extend(labels[np.concatenate(groups)])
     return RelmatError(f"{what} of relationship matrix {name!r} is not positive definite: "
                        + "; ".join(parts) + " (add a small value to the diagonal, or drop "
                        "duplicated individuals)", labels=pd.unique(np.asarray(named, object)))
@@ -280,39 +303,220 @@ def _is_square_labelled(df: pd.DataFrame) -> bool:
     return set(normalize_ids(df.index)) == set(normalize_ids(df.columns))
 
 
+def _values(obj, labels, name: str | None, what: str):
+    """(values as float ndarray or CSC, normalised labels, name) of any form of G or G^-1."""
+    if isinstance(obj, (str, Path)):
+        path = Path(obj)
+        name = name or path.name
+        if not path.is_file():
+            raise RelmatError(f"relationship matrix {name!r}: file {str(path)!r} not found")
+        # the caller said it is a matrix: a file that is not a labelled square one must be
+        # three-column (read_triplet_file says so when it is neither)
+        if io.file_kind(path) != "square":
+            values, labels = io.triplets(io.read_triplet_file(path), labels, name, f"file {str(path)!r}")
+            return (*_labelled_square(values, labels, name), name)
+        if labels is not None:
+            raise RelmatError(f"relationship matrix {name!r}: file {str(path)!r} is a labelled square "
+                              "matrix, whose header and first column are its labels; labels= is only "
+                              "for three-column (row, column, value) files")
+        obj = io.read_square(path, name)
+    name = name or "relmat"
+    if isinstance(obj, pd.DataFrame) and obj.shape[1] == 3 and not _is_square_labelled(obj):
+        if labels is None:
+            labels = obj.attrs.get("rowNames")
+        values, labels = io.triplets(obj, labels, name)
+        return (*_labelled_square(values, labels, name), name)
+    return (*_labelled_square(obj, labels, name), name)
+
+
+_FORMS = """    A square DataFrame with index = columns = labels; a dense or scipy.sparse square
+        matrix with ``labels``; a three-column DataFrame (row, column, value) holding one
+        triangle (or both) of the nonzeros, row and column being 1-based indices into
+        ``labels`` (asreml-R's ``rowNames``, read from ``.attrs["rowNames"]`` when
+        ``labels`` is None) or the labels themselves; or the path of a file in either
+        layout: a labelled square matrix (header line of labels, first column = labels;
+        comma, semicolon, tab or whitespace separated) or ASReml's three-column
+        ``.grm`` / ``.giv`` layout."""
+
+
+def matrix(g, labels=None, name: str | None = None) -> RelationshipMatrix:
+    """A relationship matrix given as G (the covariance scale, e.g. a genomic G or A).
+
+    Parameters
+    ----------
+    g : pandas.DataFrame, numpy.ndarray, scipy.sparse matrix or path
+    {forms}
+    labels : sequence or path, optional
+        Labels of the rows (a path: a file with one label per line, its first field).
+    name : str, optional
+        Name used in error messages (default: the file name, else "relmat").
+
+    Returns
+    -------
+    RelationshipMatrix
+        ``kind == "G"``; use it as ``relmat={{"G": matrix(g)}}`` with ``vm(factor, G)``.
+
+    Raises
+    ------
+    RelmatError
+        Unlabelled, non-square, non-symmetric, non-finite or not positive definite G,
+        a three-column entry listed twice, an index outside the labels.
+    """
+    return RelationshipMatrix.from_matrix(g, labels, name)
+
+
+def inverse(ginv, labels=None, name: str | None = None) -> RelationshipMatrix:
+    """A relationship matrix given as its inverse G^-1 (asreml-R's ``INVERSE=TRUE``).
+
+    Parameters
+    ----------
+    ginv : pandas.DataFrame, numpy.ndarray, scipy.sparse matrix or path
+    {forms}
+    labels : sequence or path, optional
+        Labels of the rows (a path: a file with one label per line, its first field).
+    name : str, optional
+        Name used in error messages (default: the file name, else "relmat").
+
+    Returns
+    -------
+    RelationshipMatrix
+        ``kind == "Ginv"``; log|G| = -log|G^-1| from a Cholesky factor of G^-1.
+
+    Raises
+    ------
+    RelmatError
+        As :func:`matrix`, for G^-1.
+    """
+    return RelationshipMatrix.from_inverse(ginv, labels, name)
+
+
+if matrix.__doc__:                     # None under python -OO
+    matrix.__doc__ = matrix.__doc__.format(forms=_FORMS)
+    inverse.__doc__ = inverse.__doc__.format(forms=_FORMS)
+
+
+def _three_column(path, labels, name, build) -> RelationshipMatrix:
+    path = Path(path)
+    name = name or path.name
+    if not path.is_file():
+        raise RelmatError(f"relationship matrix {name!r}: file {str(path)!r} not found")
+    values, labs = io.triplets(io.read_triplet_file(path), labels, name, f"file {str(path)!r}")
+    return build(values, labs, name)
+
+
+def read_giv(path, labels=None, name: str | None = None) -> RelationshipMatrix:
+    """Read G^-1 from ASReml's three-column sparse file (``.giv``: row, column, value).
+
+    Parameters
+    ----------
+    path : str or Path
+        One nonzero per line, ``row column value``, separated by whitespace, commas,
+        semicolons or tabs (an optional header line is skipped). ASReml writes the lower
+        triangle row-wise; the upper triangle, or both with equal values, is read as
+        well. The file is symmetric by construction: entry (i, j) is also (j, i).
+    labels : sequence or path, optional
+        The labels that the 1-based indices count into (asreml-R's ``rowNames``; a path
+        is a file with one label per line). Without it, the first two columns are the
+        labels themselves (integer labels 1..n are then the same as indices 1..n).
+    name : str, optional
+        Name used in error messages (default: the file name).
+
+    Returns
+    -------
+    RelationshipMatrix
+        ``kind == "Ginv"``.
+
+    Raises
+    ------
+    RelmatError
+        Not three columns, a non-numeric value, an entry listed twice (or as (i, j) and
+        (j, i) with different values), an index outside 1..len(labels), a G^-1 that is
+        not positive definite (a label without a diagonal entry among the causes named).
+    """
+    return _three_column(path, labels, name, RelationshipMatrix.from_inverse)
+
+
+def read_grm(path, labels=None, name: str | None = None) -> RelationshipMatrix:
+    """Read G from a three-column sparse file (ASReml's ``.grm``: row, column, value).
+
+    The layout, ``labels`` and errors are those of :func:`read_giv`; the matrix is G and
+    is inverted once here.
+    """
+    return _three_column(path, labels, name, RelationshipMatrix.from_matrix)
+
+
+def _stated_kind(df: pd.DataFrame, name: str) -> bool | None:
+    """asreml-R's INVERSE attribute, as ``df.attrs["INVERSE"]``: True, False or None (unset)."""
+    flag = df.attrs.get("INVERSE")
+    if flag is None or isinstance(flag, (bool, np.bool_)):
+        return None if flag is None else bool(flag)
+    raise RelmatError(f"relmat {name!r}: attrs['INVERSE'] must be True (G^-1) or False (G), got {flag!r}")
+
+
+def _unstated(name: str, what: str) -> RelmatError:
+    return RelmatError(
+        f"relmat {name!r}: {what} does not say whether it is G or G^-1 (taking one for the other "
+        "fits a wrong model without any error). Say which: mvreml.relmat.matrix(...) for G, "
+        "mvreml.relmat.inverse(...) for G^-1 (read_grm / read_giv for a three-column file; a "
+        "DataFrame may instead carry attrs['INVERSE'] = False / True, asreml-R's INVERSE attribute)")
+
+
 def as_relmat(obj, name: str) -> RelationshipMatrix:
     """Turn what the user passed in ``relmat={name: obj}`` into a RelationshipMatrix.
 
     Parameters
     ----------
-    obj : Pedigree, RelationshipMatrix, pandas.DataFrame, (matrix, labels) or path
-        A DataFrame with index = columns = labels is a G; any other DataFrame with at
-        least three columns is a pedigree table (animal, sire, dam); a path is a
-        pedigree file.
+    obj : RelationshipMatrix, Pedigree, pandas.DataFrame or path
+        A RelationshipMatrix (from :func:`matrix`, :func:`inverse`, :func:`read_grm`,
+        :func:`read_giv`); a Pedigree, a pedigree table (animal, sire, dam) or a pedigree
+        file. A labelled square DataFrame or a three-column (row, column, value) one is
+        used only when its ``.attrs["INVERSE"]`` says whether it is G^-1 (True) or G
+        (False), as asreml-R's ``INVERSE`` attribute.
     name : str
         The ``relmat`` key, used in error messages.
 
     Raises
     ------
     RelmatError
-        For anything else (naming ``name``); PedigreeError for a bad pedigree.
+        For a matrix (or matrix file) that does not say whether it is G or G^-1, and for
+        anything else that is not a relationship (naming ``name``); PedigreeError for a
+        bad pedigree.
     """
     if isinstance(obj, RelationshipMatrix):
         return obj
     if isinstance(obj, Pedigree):
         return RelationshipMatrix.from_pedigree(obj, name)
     if isinstance(obj, pd.DataFrame):
-        if _is_square_labelled(obj):
-            return RelationshipMatrix.from_matrix(obj, name=name)
+        kind = _stated_kind(obj, name)
+        square = _is_square_labelled(obj)
+        if square or (obj.shape[1] == 3 and (kind is not None or io.looks_like_triplets(obj))):
+            if kind is None:
+                raise _unstated(name, "a labelled square DataFrame" if square else
+                                "a three-column DataFrame (row, column, value) "
+                                f"({io.diagonal_example(obj)})")
+            build = RelationshipMatrix.from_inverse if kind else RelationshipMatrix.from_matrix
+            return build(obj, name=name)
+        if kind is not None:
+            raise RelmatError(f"relmat {name!r}: a DataFrame with attrs['INVERSE'] must be a labelled "
+                              "square matrix or a three-column (row, column, value) table "
+                              f"(got shape {obj.shape})")
         if obj.shape[1] >= 3:
             return RelationshipMatrix.from_pedigree(Pedigree(obj), name)
         raise RelmatError(f"relmat {name!r}: a DataFrame must be a pedigree (animal, sire, "
                           "dam) or a square matrix with index = columns = labels "
                           f"(got shape {obj.shape})")
     if isinstance(obj, tuple) and len(obj) == 2:
-        return RelationshipMatrix.from_matrix(obj[0], obj[1], name=name)
+        raise _unstated(name, "a (matrix, labels) pair")
+    if isinstance(obj, np.ndarray) or sp.issparse(obj):
+        raise _unstated(name, f"an unlabelled {type(obj).__name__}")
     if isinstance(obj, (str, Path)):
+        path = Path(obj)
+        kind = io.file_kind(path) if path.is_file() else "table"
+        if kind != "table":
+            raise _unstated(name, f"file {str(path)!r} (" + (
+                "a labelled square matrix" if kind == "square" else
+                f"a three-column (row, column, value) matrix: {io.diagonal_example(path)}") + ")")
         return RelationshipMatrix.from_pedigree(Pedigree(obj), name)
     raise RelmatError(f"relmat {name!r}: cannot use a {type(obj).__name__} as a relationship "
-                      "matrix (give a Pedigree, a pedigree DataFrame or file, a labelled "
-                      "square DataFrame, (matrix, labels) or a RelationshipMatrix)")
+                      "matrix (give a Pedigree, a pedigree DataFrame or file, or "
+                      "mvreml.relmat.matrix(G) / mvreml.relmat.inverse(Ginv))")

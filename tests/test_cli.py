@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 import mvreml
 from mvreml import cli
@@ -223,15 +224,160 @@ def test_read_relmats_pedigree_or_matrix(tmp_path):
     (tmp_path / "g2.csv").write_text(",x,y\nx,1.0,0.25\ny,0.25,1.0\n")
     (tmp_path / "g3.csv").write_text("id,x,y,z\nx,1,0.5,0\ny,0.5,1,0\nz,0,0,1\n")
     (tmp_path / "bad.csv").write_text("id,x,y,z\nx,1,0.5,0\n")
-    rel = cli.read_relmats([f"ped={tmp_path / 'ped.csv'}", f"g2={tmp_path / 'g2.csv'}",
-                            f"g3={tmp_path / 'g3.csv'}"])
+    rel = cli.read_relmats([f"ped={tmp_path / 'ped.csv'}"], g=[f"g2={tmp_path / 'g2.csv'}"],
+                           inverse=[f"g3={tmp_path / 'g3.csv'}"])
     assert isinstance(rel["ped"], mvreml.Pedigree)
     assert list(rel["ped"].ids) == ["a", "b", "c"]
-    assert list(rel["g2"].index) == list(rel["g2"].columns) == ["x", "y"]
-    assert rel["g2"].loc["x", "y"] == 0.25
-    assert rel["g3"].shape == (3, 3)
-    with pytest.raises(cli.InputError, match="square"):
-        cli.read_relmats([f"bad={tmp_path / 'bad.csv'}"])
+    assert rel["g2"].kind == "G" and list(rel["g2"].labels) == ["x", "y"]
+    np.testing.assert_allclose(rel["g2"].kinv().toarray(), np.linalg.inv([[1.0, 0.25], [0.25, 1.0]]))
+    assert rel["g3"].kind == "Ginv" and rel["g3"].kinv()[0, 1] == 0.5
+    with pytest.raises(mvreml.errors.RelmatError, match="square"):
+        cli.read_relmats(g=[f"bad={tmp_path / 'bad.csv'}"])
+    with pytest.raises(cli.InputError, match="given twice"):
+        cli.read_relmats([f"g2={tmp_path / 'ped.csv'}"], g=[f"g2={tmp_path / 'g2.csv'}"])
+
+
+@pytest.mark.parametrize("layout", ["square", "giv"])
+def test_matrix_file_given_as_pedigree_says_which_option(tmp_path, layout):
+    """A G^-1 file after --relmat was read as a pedigree ("animals are their own parent") or as G."""
+    if layout == "square":
+        (tmp_path / "m").write_text(",x,y\nx,2.0,-1.0\ny,-1.0,2.0\n")
+    else:
+        (tmp_path / "m").write_text("1 1 2.0\n2 1 -1.0\n2 2 2.0\n")
+    with pytest.raises(cli.InputError, match="not a pedigree") as err:
+        cli.read_relmats([f"K={tmp_path / 'm'}"])
+    msg = str(err.value)
+    assert f"--relmat-g K={tmp_path / 'm'} for G" in msg and f"--relmat-inverse K={tmp_path / 'm'} for G^-1" in msg
+    if layout == "giv":
+        assert "line 1: '1 1 2.0' is a diagonal entry" in msg
+
+
+def _animal_trial(tmp_path, seed=5):
+    """A 50-animal pedigree file (10 founders), 80 records, and A, A^-1 of the pedigree."""
+    rng = np.random.default_rng(seed)
+    founders = [f"a{i}" for i in range(10)]
+    kids = [f"k{i}" for i in range(40)]
+    ped = pd.DataFrame({"animal": founders + kids,
+                        "sire": [""] * 10 + list(rng.choice(founders[:5], 40)),
+                        "dam": [""] * 10 + list(rng.choice(founders[5:], 40))})
+    ped.to_csv(tmp_path / "ped.csv", index=False)
+    data = pd.DataFrame({"animal": kids * 2, "y": rng.normal(10.0, 2.0, 80)})
+    data.to_csv(tmp_path / "d.csv", index=False)
+    pedigree = mvreml.Pedigree(tmp_path / "ped.csv")
+    return pedigree, data
+
+
+def test_relmat_inverse_and_g_options_give_the_pedigree_fit(tmp_path, capsys):
+    """--relmat-inverse (square CSV, .giv with --relmat-labels, .giv with labels) and --relmat-g:
+    the log L of --relmat ped to 1e-8."""
+    ped, _ = _animal_trial(tmp_path)
+    ids = list(ped.ids)
+    Ainv = ped.ainv()
+    pd.DataFrame(Ainv.toarray(), index=ids, columns=ids).to_csv(tmp_path / "ainv.csv")
+    pd.DataFrame(np.linalg.inv(Ainv.toarray()), index=ids, columns=ids).to_csv(tmp_path / "a.csv")
+    low = sp.coo_array(sp.tril(Ainv))
+    lines = sorted(zip(low.row, low.col, low.data))
+    (tmp_path / "a.giv").write_text("".join(f"{i + 1} {j + 1} {float(v)!r}\n" for i, j, v in lines))
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    (tmp_path / "named.giv").write_text("".join(f"{ids[i]}\t{ids[j]}\t{float(v)!r}\n" for i, j, v in lines))
+    base = ["fit", str(tmp_path / "d.csv"), "--fixed", "y ~ 1", "--random", "~ vm(animal, K)", "--quiet"]
+    runs = {"ped": ["--relmat", f"K={tmp_path / 'ped.csv'}"],
+            "g": ["--relmat-g", f"K={tmp_path / 'a.csv'}"],
+            "square_inverse": ["--relmat-inverse", f"K={tmp_path / 'ainv.csv'}"],
+            "giv_indices": ["--relmat-inverse", f"K={tmp_path / 'a.giv'}", "--relmat-labels",
+                            f"K={tmp_path / 'ids.txt'}"],
+            "giv_labels": ["--relmat-inverse", f"K={tmp_path / 'named.giv'}"]}
+    loglik = {}
+    for name, opts in runs.items():
+        assert cli.main(base + opts + ["--out", str(tmp_path / name)]) == 0, capsys.readouterr().err
+        loglik[name] = mvreml.Result.from_json((tmp_path / name / "result.json").read_text()).loglik
+    for name in runs:
+        assert loglik[name] == pytest.approx(loglik["ped"], abs=1e-8), name
+    # the same G^-1 given as a pedigree or as G is refused, not fitted
+    assert cli.main(base + ["--relmat", f"K={tmp_path / 'a.giv'}", "--out", str(tmp_path / "x")]) == 2
+    assert cli.main(base + ["--relmat", f"K={tmp_path / 'ainv.csv'}", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("--relmat-inverse K=") == 2 and "own parent" not in err
+    assert cli.main(base + ["--relmat-labels", f"Z={tmp_path / 'ids.txt'}", "--relmat-inverse",
+                            f"K={tmp_path / 'a.giv'}", "--out", str(tmp_path / "z")]) == 2
+    assert "--relmat-labels names ['Z']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout", ["tab_txt", "whitespace_txt", "semicolon_sep"])
+def test_text_data_separators(trial, tmp_path, capsys, layout):
+    """Tab- or blank-separated .txt data (detected) and --sep give the CSV fit."""
+    d, df = trial
+    extra = []
+    if layout == "tab_txt":
+        df.to_csv(tmp_path / "trial.txt", sep="\t", index=False)
+    elif layout == "whitespace_txt":
+        df.to_csv(tmp_path / "trial.txt", sep=" ", index=False, na_rep="NA")
+    else:
+        df.to_csv(tmp_path / "trial.txt", sep=";", index=False)
+        extra = ["--sep", ";"]
+    args = ["--fixed", "velocity ~ 1", "--random", "~ Family + Block", "--quiet"]
+    assert cli.main(["fit", str(d / "trial.csv"), *args, "--out", str(tmp_path / "csv")]) == 0
+    assert cli.main(["fit", str(tmp_path / "trial.txt"), *args, *extra, "--out", str(tmp_path / "txt")]) == 0, \
+        capsys.readouterr().err
+    a, b = (pd.read_csv(tmp_path / o / "varcomp.csv") for o in ("csv", "txt"))
+    np.testing.assert_allclose(a["estimate"], b["estimate"], rtol=1e-10)
+
+
+def test_blank_separated_data_with_empty_fields_refused(trial, tmp_path, capsys):
+    """Between blanks an empty field vanishes and the line's values shift columns: an error."""
+    d, df = trial
+    assert df["velocity"].isna().any()
+    df.to_csv(tmp_path / "trial.txt", sep=" ", index=False)          # NaN written as nothing
+    code = cli.main(["fit", str(tmp_path / "trial.txt"), "--fixed", "velocity ~ 1", "--random", "~ Family",
+                     "--quiet", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "write missing values as NA" in capsys.readouterr().err
+
+
+def test_sep_option(trial, tmp_path, capsys):
+    d, df = trial
+    df.to_csv(tmp_path / "trial.tsv", sep="\t", index=False)
+    args = ["--fixed", "velocity ~ 1", "--random", "~ Family", "--quiet"]
+    assert cli.main(["fit", str(tmp_path / "trial.tsv"), "--sep", "tab", *args, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main(["fit", str(tmp_path / "trial.tsv"), "--sep", "ab", *args, "--out", str(tmp_path / "b")]) == 2
+    assert "--sep 'ab'" in capsys.readouterr().err
+    # the wrong separator reads one column: the error about 'velocity' comes with a warning
+    assert cli.main(["fit", str(tmp_path / "trial.tsv"), "--sep", ",", *args, "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "'velocity'" in err and "read as a single column" in err and "give --sep" in err
+
+
+def test_factors_before_the_data_file(trial, tmp_path, capsys):
+    """`fit --factors BlockNo trial.csv ...`: --factors took the file as a column (argparse nargs)."""
+    d, _ = trial
+    model = ["--fixed", "velocity ~ 1 + BlockNo", "--random", "~ Family", "--quiet"]
+    data = str(d / "trial.csv")
+    assert cli.main(["fit", "--factors", "BlockNo", data, *model, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main(["fit", "--factors", "BlockNo", "--fix", data, *model, "--out", str(tmp_path / "b")]) == 0
+    assert cli.main(["fit", data, "--factors", "BlockNo", *model, "--out", str(tmp_path / "c")]) == 0
+    fixef = [pd.read_csv(tmp_path / o / "fixef.csv") for o in "abc"]
+    assert [len(f) for f in fixef] == [4, 4, 4]           # intercept + 3 block contrasts each time
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fit", "--factors", "BlockNo", str(tmp_path / "absent.csv"), *model,
+                  "--out", str(tmp_path / "e")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "DATA is missing" in err and "Give it first" in err
+
+
+def test_messages_name_the_flags():
+    """Hints written for Python callers name the command's flags when printed by `mvreml fit`."""
+    assert cli.cli_words("3 levels ... (fit(..., missing_animals='founders') adds them to the pedigree "
+                         "as founders)") == \
+        "3 levels ... (--missing-animals founders adds them to the pedigree as founders)"
+    assert cli.cli_words("x (pass allow_sire_dam=True, or --allow-sire-dam on the command line, if that is "
+                         "right)") == "x (pass --allow-sire-dam if that is right)"
+    assert cli.cli_words("fix= holds 'Block' but init= gives no value for it") == \
+        "--fix holds 'Block' but --init gives no value for it"
+    assert cli.cli_words("...; raise maxiter or give better starting values with init=") == \
+        "...; raise --maxiter or give better starting values with --init"
+    assert cli.cli_words("init= takes numbers, e.g. init=c(1, 0.5, 2)") == \
+        "init= takes numbers, e.g. init=c(1, 0.5, 2)"        # formula syntax: unchanged
 
 
 def test_demo_command(tmp_path):
@@ -260,7 +406,8 @@ def test_pedigree_options(tmp_path, capsys):
     assert cli.main(base + ["--out", str(tmp_path / "o1")]) == 2
     assert "--allow-sire-dam" in capsys.readouterr().err
     assert cli.main(base + ["--out", str(tmp_path / "o2"), "--allow-sire-dam"]) == 2
-    assert "missing_animals" in capsys.readouterr().err           # new1, new2 are not in the pedigree
+    err = capsys.readouterr().err                                 # new1, new2 are not in the pedigree
+    assert "(--missing-animals founders adds them" in err and "missing_animals" not in err
     code = cli.main(base + ["--out", str(tmp_path / "o3"), "--allow-sire-dam", "--no-inbreeding",
                             "--missing-animals", "founders"])
     assert code == 0, capsys.readouterr().err

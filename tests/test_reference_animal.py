@@ -239,7 +239,7 @@ def test_user_relationship_matrix_equals_pedigree(data_dir):
     A = np.linalg.inv(ped.ainv().toarray())
     G = pd.DataFrame(A, index=ped.ids, columns=ped.ids)
     by_ped = _fit31(dat, "~ vm(animal, ped)", {"ped": ped})
-    by_g = _fit31(dat, "~ vm(animal, G)", {"G": G})
+    by_g = _fit31(dat, "~ vm(animal, G)", {"G": RelationshipMatrix.from_matrix(G)})
     by_ginv = _fit31(dat, "~ vm(animal, Gi)",
                      {"Gi": RelationshipMatrix.from_inverse(ped.ainv(), labels=ped.ids)})
     for res in (by_g, by_ginv):
