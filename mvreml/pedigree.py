@@ -27,7 +27,6 @@ by default; ``.inbreeding`` still reports the true F.
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -37,7 +36,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from mvreml._core import ainv as _kern
-from mvreml.errors import PedigreeError, PedigreeWarning
+from mvreml.errors import PedigreeError, PedigreeWarning, warn
 
 __all__ = ["Pedigree", "normalize_ids"]
 
@@ -263,8 +262,8 @@ class Pedigree:
             if not add_founders:
                 raise PedigreeError(f"{added.size} parents are not listed as animals: "
                                     f"{_quote(added)}", animals=added)
-            warnings.warn(f"{added.size} parents not listed as animals were added as founders: "
-                          f"{_quote(added)}", PedigreeWarning, stacklevel=2)
+            warn(f"{added.size} parents not listed as animals were added as founders: "
+                 f"{_quote(added)}", PedigreeWarning)
         self._check_sexes(sire, dam, labels, allow_sire_dam)
         order, gen = self._sort(sire, dam, n_listed, labels)
         rank = np.empty(n, np.int64)
@@ -294,7 +293,7 @@ class Pedigree:
                 raise PedigreeError(msg + " (pass allow_sire_dam=True, or --allow-sire-dam on the command line, "
                                     "if that is right)",
                                     animals=labels[both])
-            warnings.warn(msg, PedigreeWarning, stacklevel=3)
+            warn(msg, PedigreeWarning)
 
     @staticmethod
     def _sort(sire, dam, n_listed, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -425,8 +424,8 @@ class Pedigree:
                  np.concatenate([self.generation, np.zeros(new.size, np.int64)]),
                  self.use_inbreeding)
         if new.size:
-            warnings.warn(f"{new.size} animals absent from the pedigree were added as founders: "
-                          f"{_quote(new)}", PedigreeWarning, stacklevel=2)
+            warn(f"{new.size} animals absent from the pedigree were added as founders: "
+                 f"{_quote(new)}", PedigreeWarning)
         return out
 
     def to_frame(self) -> pd.DataFrame:
