@@ -18,38 +18,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._datachecks import (check_magnitudes, check_numeric_values, coded_covariates, formula_context,
+                          is_numeric, missing_rows, warn_missing_text)
 from .errors import DataError, DataWarning, FormulaError, RelmatError, warn
 from .formula import FixedSpec, RandomTerm, VarianceSpec, columns_used
 from .rank import independent_columns
 
 log = logging.getLogger("mvreml")
-
-# float64 holds every integer up to 2^53 exactly; beyond, the cast to float rounds
-_EXACT_INT = 2 ** 53
-# an integer column with this few distinct values (but more than two: a 0/1 column spans the
-# same space as a factor) may be a code of levels fitted, by R's rule, as a covariate
-_FEW_CODES = 20
-# Text that pandas writes for a missing value turned into a string (astype(str))
-_MISSING_TEXT = frozenset({"nan", "none", "<na>", "nat"})
-# a fixed-effect column beyond this magnitude (or, nonzero, below its inverse) over- or
-# underflows once the mixed-model equations square it
-_MAGNITUDE = 1e150
-
-
-def _formula_context() -> dict:
-    """The names a fixed formula may call, and nothing else: formulaic would otherwise
-    evaluate in the namespace of its caller, where ``log`` is this module's logger.
-    formulaic adds its own transforms (C, I, poly, scale, center, bs, ...) beneath these."""
-    from formulaic.transforms import C
-
-    names = ("abs", "sqrt", "exp", "expm1", "log", "log1p", "log2", "log10", "sin", "cos", "tan",
-             "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "floor", "ceil", "trunc", "round",
-             "sign", "square", "cbrt", "power", "maximum", "minimum", "where", "clip")
-    context = {name: getattr(np, name) for name in names}
-    # R's spellings of the same functions, and R's factor() for formulaic's C()
-    context.update(np=np, numpy=np, asin=np.arcsin, acos=np.arccos, atan=np.arctan,
-                   ceiling=np.ceil, pmax=np.maximum, pmin=np.minimum, factor=C, C=C)
-    return context
 
 
 @dataclass
@@ -183,78 +158,18 @@ def _check_columns(data: pd.DataFrame, names, what: str) -> None:
                             f"{int((data.columns == name).sum())} times: rename the duplicates", column=name)
 
 
-def _numeric(col: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-
-
-def _check_numeric_values(col: pd.Series, name: str, what: str, rows) -> None:
-    """Refuse what a float64 model cannot hold (complex, +-inf); announce integers that the
-    float cast rounds. ``rows``: boolean mask of the rows the model uses (None: all)."""
-    if pd.api.types.is_complex_dtype(col):
-        raise DataError(f"{what} {name!r} is complex (dtype {col.dtype}): give its real part, "
-                        "or its modulus, as a real column", column=name)
-    rows = np.ones(len(col), bool) if rows is None else rows
-    if pd.api.types.is_integer_dtype(col):
-        np_dtype = np.dtype(getattr(col.dtype, "numpy_dtype", col.dtype))   # Int64 -> int64
-        values = col.to_numpy(dtype=np_dtype, na_value=0)
-        big = (values > _EXACT_INT) if np_dtype.kind == "u" else (values > _EXACT_INT) | (values < -_EXACT_INT)
-        big &= rows
-        if big.any():
-            first = int(np.flatnonzero(big)[0])
-            warn(f"{what} {name!r} holds integers beyond 2^53 (row {col.index[first]!r}: "
-                 f"{values[first]}), which a float64 cannot hold exactly: {int(big.sum())} values "
-                 "are rounded to the nearest float", DataWarning)
-        return
-    bad = np.isinf(col.to_numpy(dtype=float, na_value=np.nan)) & rows
-    if bad.any():
-        row = col.index[int(np.flatnonzero(bad)[0])]
-        raise DataError(f"{what} {name!r} has an infinite value (row {row!r})", column=name)
-
-
 def _response_matrix(data: pd.DataFrame, traits) -> np.ndarray:
     cols = []
     for name in traits:
         col = data[name]
-        if not _numeric(col):
+        if not is_numeric(col):
             raise DataError(f"response column {name!r} is not numeric (dtype {col.dtype})", column=name)
-        _check_numeric_values(col, name, "response column", None)
+        check_numeric_values(col, name, "response column", None)
         values = col.to_numpy(dtype=float, na_value=np.nan)
         if np.isnan(values).all():
             raise DataError(f"response column {name!r} has no observed value", column=name)
         cols.append(values)
     return np.column_stack(cols)
-
-
-def _missing(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(missing, blank): NaN / None / NA, or a string of blanks (which ``normalize_ids``
-    also reads as missing); ``blank`` marks the blanks alone."""
-    miss = np.asarray(col.isna(), dtype=bool)
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        empty = [c for c in col.cat.categories if isinstance(c, str) and not c.strip()]
-        blank = np.asarray(col.isin(empty), dtype=bool)
-    elif pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col):
-        blank = np.asarray(col.str.strip().eq("").fillna(False), dtype=bool)   # non-strings: NaN
-    else:
-        blank = np.zeros(len(col), bool)
-    return miss | blank, blank
-
-
-def _warn_missing_text(col: pd.Series, name: str, rows: np.ndarray) -> None:
-    """A factor level written "nan" (or "None", "<NA>") is kept as a level of that name,
-    distinct from missing values; say so, since it is usually a missing value turned into
-    text (``astype(str)``)."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        col = col.astype(object)
-    if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
-        return
-    text = col.str.strip().str.lower()
-    hit = np.asarray(text.isin(_MISSING_TEXT).fillna(False), dtype=bool) & rows
-    if hit.any():
-        first = int(np.flatnonzero(hit)[0])
-        value = str(col.iloc[first]).strip()
-        warn(f"column {name!r} has {int(hit.sum())} values written as text {value!r} (row "
-             f"{col.index[first]!r}): kept as a level named {value!r}, distinct from missing values; "
-             f"if they mean missing, make them NaN (df[{name!r}].replace({value!r}, np.nan))", DataWarning)
 
 
 def factor_labels(data: pd.DataFrame, factors) -> np.ndarray:
@@ -314,7 +229,7 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
     # rows missing a covariate / factor used by the model are dropped (and counted); a blank
     # string is missing too: left in, it would become a level (merged with NaN by the labels)
     for col in sorted(used):
-        miss, blank = _missing(data[col])
+        miss, blank = missing_rows(data[col])
         n = int((miss & keep).sum())
         if n:
             how = " (blank or NaN)" if (blank & keep).any() else ""
@@ -338,10 +253,10 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
     if not keep.any():
         raise DataError("no data row is left once rows with missing values are dropped")
     for col in sorted(used):
-        if _numeric(data[col]):
-            _check_numeric_values(data[col], col, "column", keep)
+        if is_numeric(data[col]):
+            check_numeric_values(data[col], col, "column", keep)
         else:
-            _warn_missing_text(data[col], col, keep)
+            warn_missing_text(data[col], col, keep)
     n_dropped = int(len(data) - keep.sum())
     if n_dropped:
         warn("; ".join(messages), DataWarning)
@@ -390,18 +305,22 @@ def _model_matrix(sub: pd.DataFrame, rhs: list, intercept: bool, row_labels=None
 
     formula = " + ".join((["1"] if intercept else ["0"]) + rhs)
     try:
-        mm = model_matrix(formula, sub, output="sparse", na_action="raise", context=_formula_context())
+        # rows with missing values are gone; a NaN or inf now comes from a transform (log(0),
+        # log(-1), 1/0), which the check below names: numpy's own warnings would only repeat it
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            mm = model_matrix(formula, sub, output="sparse", na_action="ignore", context=formula_context())
     except Exception as exc:  # formulaic raises many types; name the formula piece
         raise FormulaError(f"cannot build fixed effects {formula!r}: {exc}", term=formula) from exc
     spec = mm.model_spec
     slices = {str(t): s for t, s in spec.term_slices.items()}
     mat, colnames = sp.csc_matrix(mm), list(spec.column_names)
-    if not np.isfinite(mat.data).all():   # log(0), 1/x at 0, an overflowing power, ...
+    if not np.isfinite(mat.data).all():
         coo = sp.coo_matrix(mat)
         k = int(np.flatnonzero(~np.isfinite(coo.data))[0])
         row = coo.row[k] if row_labels is None else row_labels[coo.row[k]]
-        raise DataError(f"fixed-effect column {colnames[coo.col[k]]!r} is {coo.data[k]} in row {row!r}: "
-                        "a covariate must be finite", column=colnames[coo.col[k]])
+        raise DataError(f"fixed-effect column {colnames[coo.col[k]]!r} is {coo.data[k]} in row {row!r} "
+                        "(a transform out of its domain?): a covariate must be finite",
+                        column=colnames[coo.col[k]])
     return mat, colnames, slices
 
 
@@ -425,29 +344,11 @@ def _term_columns(terms, slices, colnames, prefix, cols, labels, owners) -> None
                 owners.append(term.label)
 
 
-def _coded_covariates(sub: pd.DataFrame, fixed: FixedSpec) -> list:
-    """Integer columns with a few distinct values that the fixed formula names bare, so
-    that (by R's rule: a numeric column is a covariate) each is fitted as one slope."""
-    import re
-
-    bare = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`")
-    out = []
-    for term in fixed.terms:
-        for piece in term.rhs.split(":"):
-            name = piece.strip().strip("`") if bare.fullmatch(piece.strip()) else None
-            if name is None or name in out or name not in sub.columns:
-                continue
-            col = sub[name]
-            if pd.api.types.is_integer_dtype(col) and 2 < col.nunique() <= _FEW_CODES:
-                out.append(name)
-    return out
-
-
 def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels=None, messages=None):
     """Per-trait and common fixed-effect columns stacked into the long format.
 
     ``row_labels`` name the rows of ``sub`` in errors; notes are appended to ``messages``."""
-    for name in _coded_covariates(sub, fixed):
+    for name in coded_covariates(sub, fixed):
         text = (f"integer column {name!r} ({sub[name].nunique()} distinct values) is fitted as a "
                 f"covariate (one slope); if it codes levels, write C({name}) or factor({name}) in the "
                 f"formula (--factors {name} on the command line)")
@@ -501,15 +402,7 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels
         X = sp.csr_matrix((n_obs, 0))
     else:
         X = sp.hstack(blocks, format="csc")
-    big = abs(X).max(axis=0).toarray().ravel() if X.shape[1] else np.zeros(0)
-    bad = np.flatnonzero((big > _MAGNITUDE) | ((big > 0) & (big < 1 / _MAGNITUDE)))
-    if bad.size:
-        j = int(bad[0])
-        raise DataError(f"fixed-effect column {names[j]!r} reaches {big[j]:.3g}, outside the magnitudes "
-                        f"({1 / _MAGNITUDE:.0e} to {_MAGNITUDE:.0e}) whose squares in the mixed-model "
-                        "equations stay finite and nonzero: rescale the covariate, e.g. "
-                        f"I(x {'/' if big[j] > 1 else '*'} 1e{abs(int(np.floor(np.log10(big[j])))):d})",
-                        column=names[j])
+    check_magnitudes(X, names)
     keep, dropped_idx = independent_columns(X)
     dropped = [names[i] for i in dropped_idx]
     X = sp.csr_matrix(X[:, keep])

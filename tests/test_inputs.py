@@ -131,10 +131,13 @@ def test_infinite_covariate_is_a_data_error(df, bad):
     assert e.value.column == "x"
 
 
-def test_infinite_value_of_a_transformed_covariate(df):
-    df.loc[4, "x"] = 0.0
-    with pytest.raises(DataError, match=r"'log\(x\)' is -inf in row 4") as e:
-        mvreml.fit("y ~ log(x)", random="~ Family", data=df)
+@pytest.mark.parametrize("value, shown", [(0.0, "-inf"), (-1.0, "nan")])
+def test_non_finite_value_of_a_transformed_covariate(df, value, shown):
+    df.loc[4, "x"] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # and no numpy RuntimeWarning beside it
+        with pytest.raises(DataError, match=rf"'log\(x\)' is {shown} in row 4") as e:
+            mvreml.fit("y ~ log(x)", random="~ Family", data=df)
     assert e.value.column == "log(x)"
 
 
@@ -189,6 +192,16 @@ def test_blank_factor_levels_are_missing_and_nan_text_stays_a_level(df):
     assert counts[levels.index("nan")] == 2                     # only the text, not the missing
 
 
+@pytest.mark.parametrize("convert", [lambda s: s.astype(object), lambda s: s.astype("category"),
+                                     lambda s: s.astype("string")])
+def test_blank_checks_on_other_column_types(df, convert):
+    mixed = pd.Series([int(v) for v in df["Family"]], dtype=object)   # object column of numbers
+    assert _design(df.assign(Family=mixed)).n_dropped == 0
+    text = df["Family"].where(df.index > 3, " ")
+    with pytest.warns(DataWarning, match="4 rows with missing 'Family'"):
+        assert _design(df.assign(Family=convert(text))).n_dropped == 4
+
+
 def test_blank_in_a_fixed_factor_is_missing(df):
     df["s"] = np.where(df.index % 2, "m", "f").astype(object)
     df.loc[[5, 6], "s"] = " "
@@ -203,6 +216,9 @@ def test_complex_response_is_a_data_error(df):
     with pytest.raises(DataError, match="'y' is complex") as e:
         mvreml.fit("y ~ 1", random="~ Family", data=df)
     assert e.value.column == "y"
+    with pytest.raises(DataError, match="'x' is complex") as e:
+        mvreml.fit("z ~ x", random="~ Family", data=df.assign(x=df.x * 1j))
+    assert e.value.column == "x"
 
 
 @pytest.mark.parametrize("dtype", ["int64", "uint64", "Int64"])
