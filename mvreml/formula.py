@@ -424,11 +424,15 @@ def parse_fixed(formula: str) -> FixedSpec:
     -------
     FixedSpec
         Response, intercept flag and the fixed terms in the order written (``*`` expanded).
+        Inside a call R's operators become the Python that formulaic evaluates
+        (``I(x^2)`` -> ``I(x ** 2)`` in ``rhs``; the label keeps ``I(x^2)``).
 
     Raises
     ------
     FormulaError
-        With ``.term`` the offending piece (as do the other parsers).
+        With ``.term`` the offending piece (as do the other parsers); also for a crossing
+        that expands to more than 1023 terms (``a*b*...`` of 11 groups) and for parentheses
+        nested more than 50 deep.
     """
     lhs, rhs, piece = _sides(formula, "fixed", True)
     response = _response(lhs)

@@ -273,3 +273,21 @@ def test_fix_takes_a_single_term_name(df):
     listed = quiet_fit("y ~ 1", random="~ Family", data=df, init=init, fix=["Family"])
     assert one.loglik == listed.loglik
     assert one.varcomp.iloc[0, 1] == pytest.approx(0.5)
+
+
+def test_pedigree_and_lrt_warnings_point_at_the_caller(df):
+    table = pd.DataFrame({"animal": ["a", "b", "c"], "sire": ["s", "s", "a"], "dam": ["d", "0", "b"]})
+    with pytest.warns(mvreml.errors.PedigreeWarning, match="added as founders") as rec:
+        mvreml.Pedigree(table)
+    assert rec[0].filename == __file__
+    ped = pd.DataFrame({"animal": ["1", "2", "3"], "sire": [0, 0, "1"], "dam": [0, 0, "2"]})
+    with pytest.warns(mvreml.errors.PedigreeWarning, match="absent from the pedigree") as rec:
+        quiet_fit_but_pedigree = mvreml.fit("y ~ 1", random="~ vm(Family, ped)", data=df,
+                                            relmat={"ped": ped}, missing_animals="founders")
+    assert quiet_fit_but_pedigree.n_obs == len(df)
+    assert {w.filename for w in rec} == {__file__}
+    small = quiet_fit("y ~ 1", data=df, maxiter=1)
+    big = quiet_fit("y ~ 1", random="~ Family", data=df)
+    with pytest.warns(mvreml.errors.ConvergenceWarning, match="did not converge") as rec:
+        mvreml.lrt(small, big)
+    assert rec[0].filename == __file__
