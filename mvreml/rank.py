@@ -32,8 +32,9 @@ def independent_columns(X: sp.spmatrix, tol: float = _TOL) -> tuple[list, list]:
     p = X.shape[1]
     if p == 0:
         return [], []
-    if not np.isfinite(X.data).all():
-        bad = sorted({int(j) for j in sp.coo_matrix(X).col[~np.isfinite(sp.coo_matrix(X).data)]})
+    if not np.isfinite(X.data).all():   # build_design names the column first; this is a backstop
+        coo = sp.coo_matrix(X)
+        bad = sorted({int(j) for j in coo.col[~np.isfinite(coo.data)]})
         raise DataError(f"the fixed-effect design has non-finite values in columns {bad}")
     # scale each column by its largest entry before squaring: the sum of squares of a
     # column of 1e155 overflows to inf, which made such a column look aliased

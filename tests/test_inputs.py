@@ -291,3 +291,9 @@ def test_pedigree_and_lrt_warnings_point_at_the_caller(df):
     with pytest.warns(mvreml.errors.ConvergenceWarning, match="did not converge") as rec:
         mvreml.lrt(small, big)
     assert rec[0].filename == __file__
+
+
+def test_rank_check_refuses_non_finite_columns():
+    X = np.column_stack([np.ones(5), [1.0, 2.0, np.inf, 4.0, 5.0]])
+    with pytest.raises(DataError, match=r"columns \[1\]"):
+        independent_columns(sp.csc_matrix(X))
