@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from . import errors
 from ._timing import Timer
+from ._validate import fit_options
 from .design import Design, build_design
-from .errors import BoundaryWarning, ConvergenceWarning, StartingValueError
+from .errors import BoundaryWarning, ConvergenceWarning, StartingValueError, warn
 from .formula import parse_fixed, parse_random, parse_residual
 from .likelihood import Infeasible, ParamBlock, REMLModel
 from .reml import Control, iterate
@@ -56,8 +56,8 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         formula ``init=c(...)`` or from a share of the phenotypic (co)variance.
         ``"pairwise"``: fit the univariate (and, for 3+ traits, bivariate) sub-models first
         and start from their combined, positive-definite estimates.
-    fix : list of str, optional
-        Terms held at their `init` values (BLUP with known variances).
+    fix : str or list of str, optional
+        Terms held at their `init` values (BLUP with known variances); a string is one term.
     weights : str, optional
         Column of weights: the residual covariance of a unit is R0 / w.
     maxiter : int
@@ -78,28 +78,31 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
 
     Raises
     ------
+    ArgumentError
+        An option of the wrong type or out of range (``maxiter``, ``tol``, ``ordering``, ...).
     ModelError
         A response that is an exact copy (or linear combination) of others.
     StartingValueError
         Starting values that are not positive definite or name unknown terms / traits.
     """
     t_start = time.perf_counter()
+    options = fit_options(relmat=relmat, fix=fix, weights=weights, maxiter=maxiter, verbose=verbose,
+                          ordering=ordering, tol=tol, missing_animals=missing_animals)
+    fix = options.pop("fix")
     fspec = parse_fixed(fixed)
     rspec = parse_random(random, fspec.response)
     resid = parse_residual(residual, fspec.response)
-    options = dict(relmat=relmat, weights=weights, maxiter=maxiter, verbose=verbose, ordering=ordering,
-                   tol=tol, missing_animals=missing_animals)
     label = resid.label if residual is None else residual
     result, state = _fit_parsed(fspec, rspec, resid, data, init=init, fix=fix, labels=(fixed, random, label),
                                 **options)
     result.model["seconds"] = float(time.perf_counter() - t_start)
     if not state.converged:
-        warnings.warn(state.reason, ConvergenceWarning, stacklevel=2)
+        warn(state.reason, ConvergenceWarning)
     for category, text in state.warnings:
-        warnings.warn(text, getattr(errors, category), stacklevel=2)
+        warn(text, getattr(errors, category))
     if state.bound is not None and state.bound.any():
-        warnings.warn("; ".join(m for m in result.diagnostics if "boundary" in m) or "a component is at its boundary",
-                      BoundaryWarning, stacklevel=2)
+        warn("; ".join(m for m in result.diagnostics if "boundary" in m) or "a component is at its boundary",
+             BoundaryWarning)
     return result
 
 

@@ -13,14 +13,15 @@ import hashlib
 import itertools
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import DataError, DataWarning, FormulaError, RelmatError
+from ._datachecks import (check_magnitudes, check_numeric_values, coded_covariates, formula_context,
+                          is_numeric, missing_rows, warn_missing_text)
+from .errors import DataError, DataWarning, FormulaError, RelmatError, warn
 from .formula import FixedSpec, RandomTerm, VarianceSpec, columns_used
 from .levels import expand_at, factor_levels, residual_sections
 from .rank import independent_columns
@@ -185,19 +186,19 @@ def _check_columns(data: pd.DataFrame, names, what: str) -> None:
         if name not in data.columns:
             raise FormulaError(f"{what} names column {name!r}, which is not in the data "
                                f"(columns: {', '.join(map(str, data.columns[:20]))})", term=name)
+        if int((data.columns == name).sum()) > 1:
+            raise DataError(f"{what} uses column {name!r}, which the data has "
+                            f"{int((data.columns == name).sum())} times: rename the duplicates", column=name)
 
 
 def _response_matrix(data: pd.DataFrame, traits) -> np.ndarray:
     cols = []
     for name in traits:
         col = data[name]
-        if not (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)):
+        if not is_numeric(col):
             raise DataError(f"response column {name!r} is not numeric (dtype {col.dtype})", column=name)
+        check_numeric_values(col, name, "response column", None)
         values = col.to_numpy(dtype=float, na_value=np.nan)
-        if np.isinf(values).any():
-            row = int(np.flatnonzero(np.isinf(values))[0])
-            raise DataError(f"response column {name!r} has an infinite value (row {data.index[row]!r})",
-                            column=name)
         if np.isnan(values).all():
             raise DataError(f"response column {name!r} has no observed value", column=name)
         cols.append(values)
@@ -258,12 +259,14 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
     n_no_trait = int((~keep).sum())
     if n_no_trait:
         messages.append(f"{n_no_trait} rows with no observed trait dropped")
-    # rows missing a covariate / factor used by the model are dropped (and counted)
+    # rows missing a covariate / factor used by the model are dropped (and counted); a blank
+    # string is missing too: left in, it would become a level (merged with NaN by the labels)
     for col in sorted(used):
-        miss = data[col].isna().to_numpy()
+        miss, blank = missing_rows(data[col])
         n = int((miss & keep).sum())
         if n:
-            messages.append(f"{n} rows with missing {col!r} dropped")
+            how = " (blank or NaN)" if (blank & keep).any() else ""
+            messages.append(f"{n} rows with missing {col!r}{how} dropped")
             keep &= ~miss
     w = np.ones(len(data))
     if weights is not None:
@@ -282,9 +285,14 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
                             f"(row {row!r} has {w[np.flatnonzero(bad)[0]]})", column=weights)
     if not keep.any():
         raise DataError("no data row is left once rows with missing values are dropped")
+    for col in sorted(used):
+        if is_numeric(data[col]):
+            check_numeric_values(data[col], col, "column", keep)
+        else:
+            warn_missing_text(data[col], col, keep)
     n_dropped = int(len(data) - keep.sum())
     if n_dropped:
-        warnings.warn("; ".join(messages), DataWarning, stacklevel=3)
+        warn("; ".join(messages), DataWarning)
 
     rows = np.flatnonzero(keep)
     sub = data.iloc[rows].reset_index(drop=True)
@@ -305,7 +313,8 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
     pkeys, unit_pattern = np.unique(keyed, axis=0, return_inverse=True)
     patterns, pattern_section = pkeys[:, 1:].astype(bool), pkeys[:, 0].astype(np.int64)
 
-    X, names, fixed_terms, dropped = _fixed_design(sub, fixed, traits, obs_unit, obs_trait)
+    X, names, fixed_terms, dropped = _fixed_design(sub, fixed, traits, obs_unit, obs_trait,
+                                                   data.index[rows], messages)
     if dropped:
         messages.append("aliased fixed-effect columns dropped: " + ", ".join(dropped))
 
@@ -340,18 +349,31 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
     return design
 
 
-def _model_matrix(sub: pd.DataFrame, rhs: list, intercept: bool):
-    """formulaic model matrix (sparse) of `1 + rhs...` (or `0 + ...`) with its term -> slice map."""
+def _model_matrix(sub: pd.DataFrame, rhs: list, intercept: bool, row_labels=None):
+    """formulaic model matrix (sparse) of `1 + rhs...` (or `0 + ...`) with its term -> slice map.
+
+    ``row_labels``: the data's labels of the rows of ``sub``, to name a row in errors."""
     from formulaic import model_matrix
 
     formula = " + ".join((["1"] if intercept else ["0"]) + rhs)
     try:
-        mm = model_matrix(formula, sub, output="sparse", na_action="raise")
+        # rows with missing values are gone; a NaN or inf now comes from a transform (log(0),
+        # log(-1), 1/0), which the check below names: numpy's own warnings would only repeat it
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            mm = model_matrix(formula, sub, output="sparse", na_action="ignore", context=formula_context())
     except Exception as exc:  # formulaic raises many types; name the formula piece
         raise FormulaError(f"cannot build fixed effects {formula!r}: {exc}", term=formula) from exc
     spec = mm.model_spec
     slices = {str(t): s for t, s in spec.term_slices.items()}
-    return sp.csc_matrix(mm), list(spec.column_names), slices
+    mat, colnames = sp.csc_matrix(mm), list(spec.column_names)
+    if not np.isfinite(mat.data).all():
+        coo = sp.coo_matrix(mat)
+        k = int(np.flatnonzero(~np.isfinite(coo.data))[0])
+        row = coo.row[k] if row_labels is None else row_labels[coo.row[k]]
+        raise DataError(f"fixed-effect column {colnames[coo.col[k]]!r} is {coo.data[k]} in row {row!r} "
+                        "(a transform out of its domain?): a covariate must be finite",
+                        column=colnames[coo.col[k]])
+    return mat, colnames, slices
 
 
 def _term_keys(rhs: str) -> list:
@@ -374,8 +396,17 @@ def _term_columns(terms, slices, colnames, prefix, cols, labels, owners) -> None
                 owners.append(term.label)
 
 
-def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
-    """Per-trait and common fixed-effect columns stacked into the long format."""
+def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels=None, messages=None):
+    """Per-trait and common fixed-effect columns stacked into the long format.
+
+    ``row_labels`` name the rows of ``sub`` in errors; notes are appended to ``messages``."""
+    for name in coded_covariates(sub, fixed):
+        text = (f"integer column {name!r} ({sub[name].nunique()} distinct values) is fitted as a "
+                f"covariate (one slope); if it codes levels, write C({name}) or factor({name}) in the "
+                f"formula (--factors {name} on the command line)")
+        warn(text, DataWarning)
+        if messages is not None:
+            messages.append(text)
     t = len(traits)
     n_obs = len(obs_unit)
     blocks, names, owners = [], [], []   # sparse (N x k) blocks, column names, term labels
@@ -400,7 +431,7 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
             continue
         intercept = any(term.rhs.strip() == "1" for term in mine) or (not multivariate and fixed.intercept)
         rhs = [term.rhs for term in mine if term.rhs.strip() != "1"]
-        mat, colnames, slices = _model_matrix(sub, rhs, intercept)
+        mat, colnames, slices = _model_matrix(sub, rhs, intercept, row_labels)
         cols, labels, owner = [], [], []
         if intercept and "1" in slices:
             cols.append(slices["1"].start)
@@ -414,7 +445,7 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
         # with per-trait means (or a univariate intercept) the common factors get treatment contrasts:
         # build with an intercept and drop its column
         with_mean = has_trait_mean or fixed.intercept
-        mat, colnames, slices = _model_matrix(sub, [term.rhs for term in common], with_mean)
+        mat, colnames, slices = _model_matrix(sub, [term.rhs for term in common], with_mean, row_labels)
         cols, labels, owner = [], [], []
         _term_columns(common, slices, colnames, "", cols, labels, owner)
         add(mat, cols, labels, owner, list(range(t)))
@@ -423,6 +454,7 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait):
         X = sp.csr_matrix((n_obs, 0))
     else:
         X = sp.hstack(blocks, format="csc")
+    check_magnitudes(X, names)
     keep, dropped_idx = independent_columns(X)
     dropped = [names[i] for i in dropped_idx]
     X = sp.csr_matrix(X[:, keep])
@@ -539,9 +571,9 @@ def _covariate_factors(sub: pd.DataFrame, term: RandomTerm) -> tuple[str, ...]:
         values = sub[c].to_numpy(dtype=float)
         # lme4 bars and C() say which columns are factors: no doubt to warn about there
         if not term.as_factor and pd.api.types.is_integer_dtype(sub[c]) and len(np.unique(values)) <= 20:
-            warnings.warn(f"integer column {c!r} is a covariate in random term {term.label!r} (R's rule: "
-                          f"random slopes on {c!r} per level of the other factors); write C({c}) if it is a "
-                          "factor", DataWarning, stacklevel=5)
+            warn(f"integer column {c!r} is a covariate in random term {term.label!r} (R's rule: "
+                 f"random slopes on {c!r} per level of the other factors); write C({c}) if it is a "
+                 "factor", DataWarning)
     return numeric
 
 

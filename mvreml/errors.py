@@ -132,3 +132,44 @@ class DataWarning(MvremlWarning):
 
 class PedigreeWarning(MvremlWarning):
     """A pedigree oddity that was repaired (parents added as founders, sex conflicts allowed)."""
+
+
+class ArgumentError(MvremlError, ValueError):
+    """A fit argument of the wrong type or out of range (``maxiter="10"``, ``tol=0``).
+
+    Attributes
+    ----------
+    argument : str or None
+        The name of the argument at fault.
+    """
+
+    def __init__(self, message: str, argument: str | None = None):
+        super().__init__(message)
+        self.argument = argument
+
+
+def warn(message: str, category: type = MvremlWarning) -> None:
+    """Issue a warning attributed to the user's line: the first caller outside mvreml.
+
+    A fixed ``stacklevel`` points at mvreml's own lines as soon as the call chain changes
+    (``fit`` -> ``_fit_parsed`` -> ``build_design``, or ``init="pairwise"`` one level
+    deeper); walking the stack finds the frame that called into mvreml, wherever it is.
+
+    Parameters
+    ----------
+    message : str
+    category : Warning subclass
+        Usually one of the MvremlWarning classes above.
+    """
+    import sys
+    import warnings
+
+    level, frame = 2, sys._getframe(1)   # stacklevel 2 is the frame that called warn()
+    while frame is not None and _inside_mvreml(frame.f_globals.get("__name__", "")):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _inside_mvreml(module: str) -> bool:
+    return module == "mvreml" or module.startswith("mvreml.")

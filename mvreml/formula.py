@@ -26,6 +26,13 @@ _BASES = ("pol", "leg")                      # covariate bases of a structured d
 #: identities over its levels, so they stay level factors)
 _DIM_STRUCTURES = ("us", "diag", "corgh", "corv", "corh", "fa")
 _NOT_COLUMNS = frozenset({"TRUE", "FALSE", "True", "False", "None"})
+# Bounds that keep parsing fast on absurd input: the parser recurses once per level of
+# parentheses (Python's own limit is ~1000 frames), and a*b*c*... expands to 2^k - 1 terms
+# (22 factors: 4 million terms and minutes of parsing).
+_MAX_DEPTH = 50
+_MAX_EXPANDED = 1023
+# R operators inside a call (``I(x^2)``, ``I(a %% 2)``) -> the Python that formulaic evaluates
+_R_TO_PYTHON = {"^": "**", "%%": "%", "%/%": "//"}
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,9 @@ def _tokenize(src: str) -> list[_Tok]:
         depth += _depth_step(toks[-1])
         if depth < 0:
             raise FormulaError(f"unbalanced parentheses: ')' without '(' in {src!r}", term=src)
+        if depth > _MAX_DEPTH:
+            raise FormulaError(f"parentheses nested more than {_MAX_DEPTH} deep in formula "
+                               f"{src[:40]!r}...", term=src[:40])
         pos = m.end()
     if depth:
         raise FormulaError(f"unbalanced parentheses: {depth} '(' not closed in {src!r}", term=src)
@@ -281,7 +291,13 @@ def _terms(rhs: list[_Tok], piece: str) -> list[tuple[str, list[_Factor], str, b
             continue   # leading unary minus: "~ -1 + x"
         if not chunk:
             raise FormulaError(f"empty term in {piece!r}", term=piece)
-        groups = [[_factor(f, piece) for _, f in _split(g, (":",))] for _, g in _split(chunk, ("*",))]
+        crossed = _split(chunk, ("*",))
+        if 2 ** len(crossed) - 1 > _MAX_EXPANDED:
+            text = _text(chunk)
+            raise FormulaError(f"{text[:60]!r}{'...' if len(text) > 60 else ''} crosses {len(crossed)} "
+                               f"groups, which expands to {2 ** len(crossed) - 1} terms (at most "
+                               f"{_MAX_EXPANDED}): write the interactions you need with ':'", term=text)
+        groups = [[_factor(f, piece) for _, f in _split(g, (":",))] for _, g in crossed]
         for size in range(1, len(groups) + 1):
             for combo in itertools.combinations(groups, size):
                 factors = [f for g in combo for f in g]
@@ -437,7 +453,15 @@ def _fixed_term(factors: list[_Factor], response: Response, text: str) -> FixedT
         raise FormulaError(f"a number cannot be part of term {text!r} (only '1' or '0' alone)", term=text)
     cols = tuple(dict.fromkeys(c for f in rest for c in _columns(f.toks)))
     return FixedTerm(":".join(label + [f.text for f in rest]),
-                     ":".join(f.text for f in rest) or "1", traits, cols)
+                     ":".join(_python(f.toks) for f in rest) or "1", traits, cols)
+
+
+def _python(toks) -> str:
+    """Text of a fixed factor for formulaic, which evaluates calls as Python: R's ``^`` (a
+    factor can hold it only inside a call, where R reads it as a power), ``%%`` and ``%/%``
+    become ``**``, ``%`` and ``//``; the label keeps the text as written."""
+    return _text([_Tok("op", _R_TO_PYTHON[t.text]) if t.kind == "op" and t.text in _R_TO_PYTHON else t
+                  for t in toks])
 
 
 def parse_fixed(formula: str) -> FixedSpec:
@@ -452,11 +476,15 @@ def parse_fixed(formula: str) -> FixedSpec:
     -------
     FixedSpec
         Response, intercept flag and the fixed terms in the order written (``*`` expanded).
+        Inside a call R's operators become the Python that formulaic evaluates
+        (``I(x^2)`` -> ``I(x ** 2)`` in ``rhs``; the label keeps ``I(x^2)``).
 
     Raises
     ------
     FormulaError
-        With ``.term`` the offending piece (as do the other parsers).
+        With ``.term`` the offending piece (as do the other parsers); also for a crossing
+        that expands to more than 1023 terms (``a*b*...`` of 11 groups) and for parentheses
+        nested more than 50 deep.
     """
     lhs, rhs, piece = _sides(formula, "fixed", True)
     response = _response(lhs)

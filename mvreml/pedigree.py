@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ import scipy.sparse as sp
 
 from mvreml._core import ainv as _kern
 from mvreml._inbreeding import inbreeding_coefficients
-from mvreml.errors import PedigreeError, PedigreeWarning
+from mvreml.errors import PedigreeError, PedigreeWarning, warn
 
 __all__ = ["Pedigree", "normalize_ids"]
 
@@ -278,8 +277,8 @@ class Pedigree:
             if not add_founders:
                 raise PedigreeError(f"{added.size} parents are not listed as animals: "
                                     f"{_quote(added)}", animals=added)
-            warnings.warn(f"{added.size} parents not listed as animals were added as founders: "
-                          f"{_quote(added)}", PedigreeWarning, stacklevel=2)
+            warn(f"{added.size} parents not listed as animals were added as founders: "
+                 f"{_quote(added)}", PedigreeWarning)
         self._check_sexes(sire, dam, labels, allow_sire_dam)
         order, gen = self._sort(sire, dam, n_listed, labels)
         rank = np.empty(n, np.int64)
@@ -309,7 +308,7 @@ class Pedigree:
                 raise PedigreeError(msg + " (pass allow_sire_dam=True, or --allow-sire-dam on the command line, "
                                     "if that is right)",
                                     animals=labels[both])
-            warnings.warn(msg, PedigreeWarning, stacklevel=3)
+            warn(msg, PedigreeWarning)
 
     @staticmethod
     def _sort(sire, dam, n_listed, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -426,11 +425,11 @@ class Pedigree:
                 f"A is singular to double precision: {bad.size} animals have d_i below "
                 f"{_SINGULAR_D:.2g} (within rounding error of 0: each is genetically identical "
                 f"to its parents): {shown}. {cause}. {advice}.", animals=ids[bad])
-        warnings.warn(
+        warn(
             f"A is near singular: {low.size} animals have d_i below {_TINY_D:g} (smallest "
             f"{smallest:.3g}), so A^-1 has entries near {1.0 / smallest:.3g} and the "
             f"mixed-model equations may fail to factorize or lose precision: {shown}. "
-            f"{cause}. {advice}.", PedigreeWarning, stacklevel=3)
+            f"{cause}. {advice}.", PedigreeWarning)
         self._d_checked = True                          # warned once, not at every use
         return d
 
@@ -494,8 +493,8 @@ class Pedigree:
                  np.concatenate([self.generation, np.zeros(new.size, np.int64)]),
                  self.use_inbreeding)
         if new.size:
-            warnings.warn(f"{new.size} animals absent from the pedigree were added as founders: "
-                          f"{_quote(new)}", PedigreeWarning, stacklevel=2)
+            warn(f"{new.size} animals absent from the pedigree were added as founders: "
+                 f"{_quote(new)}", PedigreeWarning)
         return out
 
     def to_frame(self) -> pd.DataFrame:

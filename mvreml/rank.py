@@ -9,6 +9,8 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from .errors import DataError
+
 _TOL = 1e-9
 
 
@@ -30,10 +32,18 @@ def independent_columns(X: sp.spmatrix, tol: float = _TOL) -> tuple[list, list]:
     p = X.shape[1]
     if p == 0:
         return [], []
-    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0)).ravel())
-    nonzero = np.flatnonzero(norms > 0)
-    zero = [int(i) for i in np.flatnonzero(norms == 0)]
-    Xn = X[:, nonzero] @ sp.diags(1.0 / norms[nonzero])
+    if not np.isfinite(X.data).all():   # build_design names the column first; this is a backstop
+        coo = sp.coo_matrix(X)
+        bad = sorted({int(j) for j in coo.col[~np.isfinite(coo.data)]})
+        raise DataError(f"the fixed-effect design has non-finite values in columns {bad}")
+    # scale each column by its largest entry before squaring: the sum of squares of a
+    # column of 1e155 overflows to inf, which made such a column look aliased
+    big = abs(X).max(axis=0).toarray().ravel()
+    nonzero = np.flatnonzero(big > 0)
+    zero = [int(i) for i in np.flatnonzero(big == 0)]
+    Xs = X[:, nonzero] @ sp.diags(1.0 / big[nonzero])
+    norms = np.sqrt(np.asarray(Xs.multiply(Xs).sum(axis=0)).ravel())
+    Xn = Xs @ sp.diags(1.0 / norms)
     xtx = sp.csc_matrix(Xn.T @ Xn)
     # fast path: a sparse Cholesky (fill-reducing order) with healthy pivots means full column
     # rank; X'X of contemporary groups is an arrow, so this costs nothing where a dense

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
@@ -17,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from . import _summary
-from .errors import ComparisonError, ConvergenceWarning, ExpressionError, ModelError, TermError
+from .errors import ComparisonError, ConvergenceWarning, ExpressionError, ModelError, TermError, warn
 from .vpredict import ComponentIndex, Dual, delta_se, evaluate
 from .wald import linear_combination, wald_table
 
@@ -485,8 +484,8 @@ def lrt(small: Result, big: Result, boundary=None) -> LRT:
             f"reached its maximum: refit the bigger model starting from the smaller one's estimates")
     for m, which in ((small, "smaller"), (big, "bigger")):
         if not m.converged:
-            warnings.warn(f"the {which} model did not converge ({m.reason}); the test may be wrong",
-                          ConvergenceWarning, stacklevel=2)
+            warn(f"the {which} model did not converge ({m.reason}); the test may be wrong",
+                 ConvergenceWarning)
     stat = max(stat, 0.0)
     if boundary in (None, False):
         return LRT(stat, df, float(stats.chi2.sf(stat, df)), f"chi2({df})")
