@@ -80,6 +80,7 @@ class REMLModel:
         self.ordering = ordering
         self.factor = None
         self.selinv = None
+        self.factor_theta = None     # theta of the numeric factor held in self.factor (None: none)
         d = design
         self.n_theta = blocks[-1].stop
         self.p = d.p
@@ -167,7 +168,10 @@ class REMLModel:
             Rinv = pat.rinv_matrix(rinv_pairs)
             ry = Rinv @ d.y
             rhs = pat.W.T @ ry
+        # a failed factorization leaves no usable factor: forget where the last good one was
+        self.factor_theta = None
         self._factorize(C)
+        self.factor_theta = np.array(theta, dtype=float, copy=True)
         with self.timer("solve"):
             sol = self.factor(rhs)
         e = d.y - pat.W @ sol
@@ -261,15 +265,34 @@ class REMLModel:
         return total / d.n_units
 
     # ----------------------------------------------------------------- extras
-    def pev_diagonal(self) -> np.ndarray:
-        """diag(C^-1) in the original ordering, for the current factor."""
+    def factorized_at(self, theta) -> bool:
+        """True when the numeric factor held is that of C at exactly this theta."""
+        return self.factor_theta is not None and np.array_equal(self.factor_theta, theta)
+
+    def refactorize(self, theta) -> None:
+        """Make the held factor that of C at theta (nothing to do when it already is).
+
+        The iteration factorizes candidates it then rejects (a halved step, an EM step, the
+        probes of an unbounded direction), so the factor left behind need not belong to the
+        reported theta; whatever reads the factor for a result calls this first.
+        """
+        if not self.factorized_at(theta):
+            self.evaluate(np.asarray(theta, dtype=float), derivatives=False)
+
+    def pev_diagonal(self, theta=None) -> np.ndarray:
+        """diag(C^-1) in the original ordering, at theta (default: the factor held)."""
+        if theta is not None:
+            self.refactorize(theta)
         return self.selinv.diagonal(self.factor)
 
-    def fixed_vcov(self, max_p: int = 500) -> np.ndarray | None:
-        """(X'V^-1X)^-1 = the fixed block of C^-1, by p solves (None when p is large)."""
+    def fixed_vcov(self, max_p: int = 500, theta=None) -> np.ndarray | None:
+        """(X'V^-1X)^-1 = the fixed block of C^-1, by p solves (None when p is large), at
+        theta (default: the factor held)."""
         p = self.p
         if p == 0 or p > max_p:
             return None
+        if theta is not None:
+            self.refactorize(theta)
         E = sp.csc_matrix((np.ones(p), (np.arange(p), np.arange(p))), shape=(self.pattern.n_eq, p))
         X = self.factor(E)
         # only the fixed rows are wanted: slice before densifying the P x p solution

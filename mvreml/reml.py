@@ -183,6 +183,10 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
             reason += "raise maxiter or give better starting values with init="
     ai_inv, bound, reduced, singular = run.finish(ev, theta)
     ev, theta = run.polish(ev, theta)
+    # the factor held is that of the last point evaluated, which may be a rejected candidate
+    # (a halving, an EM step, an unbounded-direction probe): make it the reported theta's, as
+    # MixedModels' fit! does, so that PEVs and fixed-effect covariances describe this theta
+    model.refactorize(theta)
     return FitState(theta=theta, evaluation=ev, converged=converged, reason=reason, iterations=it,
                     history=history, bound=bound, fixed=fixed.copy(), ai_inverse=ai_inv,
                     messages=run.messages, reduced=reduced, singular=singular, warnings=run.warnings)
