@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from . import errors
+from . import errors, estimable
 from ._timing import Timer
 from .design import Design, build_design
 from .errors import BoundaryWarning, ConvergenceWarning, StartingValueError
@@ -113,6 +113,8 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights,
                               missing_animals=missing_animals)
     Y = unit_residuals(design)
+    estimable.check_estimable(design, Y)
+    estimable.check_weights(design, data, weights)
     check_traits(design, Y)
     P = phenotypic_covariance(design, Y)
     blocks = _blocks(design, resid)
@@ -128,6 +130,8 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
     elif init is not None and not isinstance(init, Mapping):
         raise StartingValueError(f"init= takes a dict {{term: matrix}} or 'pairwise', not {type(init).__name__}")
     theta0, scale = starting_values(design, blocks, init, P)
+    estimable.scale_residual(blocks[-1], theta0, scale, estimable.residual_weight_scale(design, weights),
+                             from_init=bool(init) and blocks[-1].name in init)
     fixed_mask_ = fixed_mask(blocks, fix, init, terms)
     maxiter_eff = 0 if fixed_mask_.all() else maxiter
     model = REMLModel(design, blocks, ordering=ordering, timer=timer)

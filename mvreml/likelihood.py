@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from ._timing import Timer
 from .design import Design
+from .errors import FactorizationError
 from .mme import MMEPattern
 from .selinv import SelectedInverse
 
@@ -127,7 +128,7 @@ class REMLModel:
         return vals * self.pair_w if weighted else vals
 
     def _factorize(self, C):
-        from .cholmod import CholmodNotPositiveDefiniteError, analyze
+        from .cholmod import CholmodError, CholmodNotPositiveDefiniteError, analyze
 
         if self.factor is None:
             # the one long step of a large fit besides A^-1: say so (logging, quiet by default)
@@ -142,8 +143,18 @@ class REMLModel:
                 self.factor.cholesky_inplace(C)
         except CholmodNotPositiveDefiniteError as exc:
             raise Infeasible(f"mixed-model equations not positive definite ({exc})")
-        if self.selinv is None:
-            self.selinv = SelectedInverse(self.factor, self.pattern.rows, self.pattern.cols)
+        try:
+            # a factorization CHOLMOD only warns about (scikit-sparse 0.5, supernodal) leaves a
+            # partial factor: an unreadable one or a non-finite log|C| is the same failure
+            logdet = float(self.factor.logdet())
+            if self.selinv is None:
+                self.selinv = SelectedInverse(self.factor, self.pattern.rows, self.pattern.cols)
+        except (CholmodError, FactorizationError) as exc:
+            raise Infeasible(f"mixed-model equations not numerically positive definite (incomplete Cholesky "
+                             f"factor: {exc})")
+        if not np.isfinite(logdet):
+            raise Infeasible(f"mixed-model equations not numerically positive definite (log|C| = {logdet})")
+        return logdet
 
     # ----------------------------------------------------------------- evaluate
     def evaluate(self, theta: np.ndarray, derivatives: bool = True) -> Evaluation:
@@ -170,7 +181,7 @@ class REMLModel:
             rhs = pat.W.T @ ry
         # a failed factorization leaves no usable factor: forget where the last good one was
         self.factor_theta = None
-        self._factorize(C)
+        logdet_c = self._factorize(C)
         self.factor_theta = np.array(theta, dtype=float, copy=True)
         with self.timer("solve"):
             sol = self.factor(rhs)
@@ -182,7 +193,6 @@ class REMLModel:
         for Gi, rd, off in zip(ginv, d.random, pat.offsets):
             U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
             ypy += float(np.sum((rd.kinv @ U) * (U @ Gi)))
-        logdet_c = float(self.factor.logdet())
         logdet_r = float(self.pattern_count @ rlogdet) - self.logw
         loglik = -0.5 * ((self.N - self.p) * LOG2PI + logdet_c + logdet_r + logdet_g + ypy)
         ev = Evaluation(theta=theta.copy(), loglik=loglik, solution=sol, residuals=e,

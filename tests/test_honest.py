@@ -93,3 +93,88 @@ def test_the_model_factor_is_at_the_reported_theta_after_iterate(monkeypatch):
     monkeypatch.setattr(api, "build_result", spy)
     _quiet("y1 ~ 1 + x", random="~ Family", data=_families())
     assert seen["at"] is True
+
+
+# ---------------------------------------------------------------- nothing to estimate
+def test_a_constant_response_is_refused_not_converged():
+    df = _families()
+    df["y1"] = 3.0
+    for random in (None, "~ Family"):
+        with pytest.raises(ModelError, match="response 'y1' is constant.*no REML estimate exists"):
+            mvreml.fit("y1 ~ 1 + x", random=random, data=df)
+    with pytest.raises(ModelError, match="response 'y1' is constant"):
+        mvreml.fit("cbind(y1, y2) ~ trait", random="~ us(trait):Family", data=df)
+
+
+def test_a_response_fitted_exactly_by_the_covariates_is_refused():
+    df = _families()
+    df["y1"] = 2.0 - 0.25 * df["x"]
+    with pytest.raises(ModelError, match="'y1' is an exact linear function of the fixed effects"):
+        mvreml.fit("y1 ~ 1 + x", random="~ Family", data=df)
+
+
+def test_no_residual_degrees_of_freedom_is_refused():
+    df = _families().iloc[:12].copy()
+    df["id"] = [f"r{i}" for i in range(len(df))]
+    with pytest.raises(ModelError, match="no residual degrees of freedom: 12 records and 12 fixed-effect columns"):
+        mvreml.fit("y1 ~ id", data=df)
+    with pytest.raises(ModelError, match="no residual degrees of freedom: 24 records and 24"):
+        mvreml.fit("cbind(y1, y2) ~ trait:id", data=df)
+    with pytest.raises(ModelError, match="no residual degrees of freedom: a single record"):
+        mvreml.fit("y1 ~ 1", data=df.iloc[:1])
+
+
+def test_a_trait_without_residual_degrees_of_freedom_is_named():
+    df = _families()
+    df.loc[df.index[1:], "y2"] = np.nan              # y2 observed once: its mean takes it all
+    with pytest.raises(ModelError, match="trait 'y2' has no residual degrees of freedom: 1 records and 1"):
+        mvreml.fit("cbind(y1, y2) ~ trait", random="~ us(trait):Family", data=df)
+
+
+# ---------------------------------------------------------------- weights
+def test_uniform_weights_only_rescale_the_residual():
+    """R_i = R0 / w: weights all c give R0 times c, the same log L and the same genetic part
+    (before, a residual start and scale blind to the weights gave a wrong optimum at c = 1e-6)."""
+    df = _families()
+    base = _quiet("y1 ~ 1 + x", random="~ Family", data=df)
+    for c in (1e-6, 1e-40, 1e8):
+        df["w"] = c
+        res = _quiet("y1 ~ 1 + x", random="~ Family", data=df, weights="w")
+        assert res.converged
+        assert res.loglik == pytest.approx(base.loglik, abs=1e-6)
+        ratio = res.varcomp["estimate"].to_numpy() / base.varcomp["estimate"].to_numpy()
+        np.testing.assert_allclose(ratio, [1.0, c], rtol=1e-5)
+
+
+def test_an_extreme_weight_is_named_with_its_row():
+    df = _families()
+    df["w"] = 1.0
+    df.loc[df.index[7], "w"] = 1e300
+    with pytest.raises(DataError, match="weights column 'w': row 7 has weight 1e\\+300, 1e\\+300 times the median"):
+        mvreml.fit("y1 ~ 1", random="~ Family", data=df, weights="w")
+    df["w"] = 1e200
+    with pytest.raises(DataError, match="weights column 'w' has median 1e\\+200.*divide the weights by a constant"):
+        mvreml.fit("y1 ~ 1", random="~ Family", data=df, weights="w")
+    # a tiny weight is no error: the record's variance R0 / w is just large (its limit is not
+    # the record dropped: log|R0 / w| still counts R0 once), and 1e-300 is already that limit
+    df["w"] = 1.0
+    fits = []
+    for w in (1e-12, 1e-300):
+        df.loc[df.index[7], "w"] = w
+        fits.append(_quiet("y1 ~ 1", random="~ Family", data=df, weights="w"))
+    assert all(r.converged for r in fits)
+    np.testing.assert_allclose(fits[0].varcomp["estimate"], fits[1].varcomp["estimate"], rtol=1e-6)
+
+
+def test_an_unreadable_factor_is_an_infeasible_point_not_a_factorization_error(monkeypatch):
+    """A factorization CHOLMOD only warns about leaves a factor that cannot be read: that is C
+    not numerically positive definite at that point, and the start says so."""
+    from mvreml import likelihood
+    from mvreml.errors import FactorizationError, StartingValueError
+
+    def unreadable(*args, **kw):
+        raise FactorizationError("cannot read the Cholesky factor (was the matrix factorized?): CholmodError")
+
+    monkeypatch.setattr(likelihood, "SelectedInverse", unreadable)
+    with pytest.raises(StartingValueError, match="mixed-model equations not numerically positive definite"):
+        mvreml.fit("y1 ~ 1", random="~ Family", data=_families())
