@@ -149,3 +149,23 @@ def test_other_fixed_values_are_refused(tmp_path):
     _fit(checkpoint=path, maxiter=2, init={"Block": block}, fix=["Block"])
     with pytest.raises(CheckpointError, match="fix= values"):
         mvreml.fit(**MODEL, data=seed_trial(), init={"Block": 2 * block}, fix=["Block"], resume=path)
+
+
+def test_command_line_checkpoint_and_resume(tmp_path, capsys):
+    from mvreml import cli
+    from mvreml.demo import simulate_trial
+
+    simulate_trial(seed=2, n_blocks=4, n_families=30, trees_per_plot=3).to_csv(tmp_path / "t.csv", index=False)
+    model = ["--fixed", "cbind(velocity, density) ~ trait", "--random", "~ us(trait):Family",
+             "--residual", "~ units:us(trait)", "--quiet"]
+    ckpt = tmp_path / "fit.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["fit", str(tmp_path / "t.csv"), *model, "--maxiter", "2", "--checkpoint", str(ckpt),
+                         "--out", str(tmp_path / "a")]) == cli.EXIT_NOT_CONVERGED
+        assert json.loads(ckpt.read_text())["iteration"] == 2
+        assert cli.main(["fit", str(tmp_path / "t.csv"), *model, "--resume", str(ckpt),
+                         "--out", str(tmp_path / "b")]) == cli.EXIT_OK
+        other = [m if m != "~ us(trait):Family" else "~ diag(trait):Family" for m in model]
+        code = cli.main(["fit", str(tmp_path / "t.csv"), *other, "--resume", str(ckpt), "--out", str(tmp_path / "c")])
+    assert code == cli.EXIT_INPUT and "another model or other data" in capsys.readouterr().err
