@@ -23,6 +23,12 @@ back inside by a worthwhile amount is released, a fixed number of times at most.
 direction along which log L grows without bound stops the fit with that reason. Held
 parameters sit at a floor of 1e-6 (relative) while derivatives are needed and at 1e-9 in
 the reported fit. Every loop is bounded; the same input gives bit-identical results.
+
+The reported theta is the last accepted one; the factor held by the model is refactorized
+there at the end (a rejected candidate may have been factorized last), so that PEVs and the
+fixed-effect covariance describe it. With ``checkpoint=`` the state is written before every
+iterate (:mod:`mvreml.checkpoint`) and ``resume=`` continues from such a file, bit for bit
+as the uninterrupted fit would have.
 """
 from __future__ import annotations
 
