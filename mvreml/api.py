@@ -7,12 +7,13 @@ turns user inputs (init=, fix=) into parameter vectors.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from . import errors
+from . import errors, estimable
 from ._timing import Timer
 from ._validate import fit_options
 from .design import Design, build_design
@@ -32,7 +33,8 @@ log = logging.getLogger("mvreml")
 def fit(fixed: str, random: str | None = None, residual: str | None = None, *, data: pd.DataFrame,
         relmat: Mapping | None = None, init=None, fix: Sequence[str] | None = None,
         weights: str | None = None, maxiter: int = 50, verbose: bool = False,
-        ordering: str = "default", tol: float = 1e-7, missing_animals: str = "error"):
+        ordering: str = "default", tol: float = 1e-7, missing_animals: str = "error",
+        checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None):
     """Fit a (multivariate) linear mixed model by AI-REML.
 
     Parameters
@@ -71,6 +73,16 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     missing_animals : {"error", "founders"}
         Levels of a ``vm(animal, ped)`` term that are not in the pedigree: an error naming
         them (default), or added to the pedigree as founders (with a PedigreeWarning).
+    checkpoint : str or path, optional
+        File to which the iteration state (theta, what is held at a boundary, the iteration
+        count and history, and a signature of the data and model) is written after every
+        iterate, atomically: a fit that is killed loses at most one iterate.
+    resume : str or path, optional
+        A checkpoint to continue from: the fit re-evaluates log L at its theta and goes on
+        from its iteration (``maxiter`` counts the iterations before the interruption too),
+        reaching the point the uninterrupted fit would have reached. The model, the data and
+        the ``fix=`` values must be those of the fit that wrote it. Give the same path as
+        ``checkpoint`` to keep checkpointing the resumed fit.
 
     Returns
     -------
@@ -84,6 +96,9 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         A response that is an exact copy (or linear combination) of others.
     StartingValueError
         Starting values that are not positive definite or name unknown terms / traits.
+    CheckpointError
+        ``resume=`` names a file that is missing, is not a checkpoint, or was written for
+        another model or other data.
     """
     t_start = time.perf_counter()
     options = fit_options(relmat=relmat, fix=fix, weights=weights, maxiter=maxiter, verbose=verbose,
@@ -92,6 +107,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     fspec = parse_fixed(fixed)
     rspec = parse_random(random, fspec.response)
     resid = parse_residual(residual, fspec.response)
+    options.update(checkpoint=checkpoint, resume=resume)
     label = resid.label if residual is None else residual
     result, state = _fit_parsed(fspec, rspec, resid, data, init=init, fix=fix, labels=(fixed, random, label),
                                 **options)
@@ -107,7 +123,8 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
 
 
 def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, relmat=None, weights=None,
-                maxiter=50, verbose=False, ordering="default", tol=1e-7, missing_animals="error"):
+                maxiter=50, verbose=False, ordering="default", tol=1e-7, missing_animals="error",
+                checkpoint=None, resume=None):
     """The fit on parsed formula pieces (also used for the sub-models of init="pairwise").
 
     Returns (Result, FitState); warnings are left to the caller.
@@ -118,11 +135,13 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights,
                               missing_animals=missing_animals)
     Y = unit_residuals(design)
+    estimable.check_estimable(design, Y)
+    estimable.check_weights(design, data, weights)
     check_traits(design, Y)
     P = phenotypic_covariance(design, Y)
     blocks = _blocks(design, resid)
     terms = [b.name for b in blocks]
-    if isinstance(init, str):
+    if isinstance(init, str) and resume is None:
         if init != "pairwise":
             raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")
         options = dict(relmat=relmat, weights=weights, maxiter=maxiter, ordering=ordering, tol=tol,
@@ -130,15 +149,21 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         init = pairwise_init(fspec, rspec, resid, data,
                              lambda f, r, e: _fit_parsed(f, r, e, data, **options)[0],
                              pd.DataFrame(P, index=design.traits, columns=design.traits))
+    elif isinstance(init, str) and init == "pairwise":
+        init = None                     # resuming: theta comes from the checkpoint
     elif init is not None and not isinstance(init, Mapping):
         raise StartingValueError(f"init= takes a dict {{term: matrix}} or 'pairwise', not {type(init).__name__}")
     theta0, scale = starting_values(design, blocks, init, P)
+    for b in blocks:
+        if b.k is None:     # every residual section
+            estimable.scale_residual(b, theta0, scale, estimable.residual_weight_scale(design, weights),
+                                     from_init=bool(init) and (b.name in init or "units" in init))
     fixed_mask_ = fixed_mask(blocks, fix, init, terms)
     maxiter_eff = 0 if fixed_mask_.all() else maxiter
     model = REMLModel(design, blocks, ordering=ordering, timer=timer)
     control = Control(maxiter=maxiter_eff, tol_loglik=tol, verbose=verbose)
     try:
-        state = iterate(model, theta0, fixed_mask_, scale, control)
+        state = iterate(model, theta0, fixed_mask_, scale, control, checkpoint=checkpoint, resume=resume)
     except Infeasible as exc:
         raise StartingValueError(f"cannot start the fit: {exc}") from None
     if fixed_mask_.all():

@@ -77,6 +77,10 @@ class ComparisonError(MvremlError, ValueError):
     """Models that cannot be compared (likelihood-ratio test of non-nested fits)."""
 
 
+class CheckpointError(MvremlError, ValueError):
+    """A checkpoint file that cannot be read, or that belongs to another model or data."""
+
+
 class ExpressionError(MvremlError, ValueError):
     """A ``vpredict`` expression that cannot be evaluated (unknown component, syntax)."""
 

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from ._timing import Timer
 from .design import Design
+from .errors import FactorizationError
 from .mme import MMEPattern
 from .selinv import SelectedInverse
 
@@ -89,6 +90,7 @@ class REMLModel:
         self.ordering = ordering
         self.factor = None
         self.selinv = None
+        self.factor_theta = None     # theta of the numeric factor held in self.factor (None: none)
         d = design
         self.n_theta = blocks[-1].stop
         self.p = d.p
@@ -139,7 +141,7 @@ class REMLModel:
         return vals * self.pair_w if weighted else vals
 
     def _factorize(self, C):
-        from .cholmod import CholmodNotPositiveDefiniteError, analyze
+        from .cholmod import CholmodError, CholmodNotPositiveDefiniteError, analyze
 
         if self.factor is None:
             # the one long step of a large fit besides A^-1: say so (logging, quiet by default)
@@ -154,8 +156,18 @@ class REMLModel:
                 self.factor.cholesky_inplace(C)
         except CholmodNotPositiveDefiniteError as exc:
             raise Infeasible(f"mixed-model equations not positive definite ({exc})")
-        if self.selinv is None:
-            self.selinv = SelectedInverse(self.factor, self.pattern.rows, self.pattern.cols)
+        try:
+            # a factorization CHOLMOD only warns about (scikit-sparse 0.5, supernodal) leaves a
+            # partial factor: an unreadable one or a non-finite log|C| is the same failure
+            logdet = float(self.factor.logdet())
+            if self.selinv is None:
+                self.selinv = SelectedInverse(self.factor, self.pattern.rows, self.pattern.cols)
+        except (CholmodError, FactorizationError) as exc:
+            raise Infeasible(f"mixed-model equations not numerically positive definite (incomplete Cholesky "
+                             f"factor: {exc})")
+        if not np.isfinite(logdet):
+            raise Infeasible(f"mixed-model equations not numerically positive definite (log|C| = {logdet})")
+        return logdet
 
     # ----------------------------------------------------------------- evaluate
     def evaluate(self, theta: np.ndarray, derivatives: bool = True) -> Evaluation:
@@ -185,7 +197,10 @@ class REMLModel:
             Rinv = pat.rinv_matrix(rinv_pairs)
             ry = Rinv @ d.y
             rhs = pat.W.T @ ry
-        self._factorize(C)
+        # a failed factorization leaves no usable factor: forget where the last good one was
+        self.factor_theta = None
+        logdet_c = self._factorize(C)
+        self.factor_theta = np.array(theta, dtype=float, copy=True)
         with self.timer("solve"):
             sol = self.factor(rhs)
         e = d.y - pat.W @ sol
@@ -196,7 +211,6 @@ class REMLModel:
         for Gi, rd, off in zip(ginv, d.random, pat.offsets):
             U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
             ypy += float(np.sum((rd.kinv @ U) * (U @ Gi)))
-        logdet_c = float(self.factor.logdet())
         loglik = -0.5 * ((self.N - self.p) * LOG2PI + logdet_c + logdet_r + logdet_g + ypy)
         ev = Evaluation(theta=theta.copy(), loglik=loglik, solution=sol, residuals=e,
                         logdet_c=logdet_c, ypy=ypy)
@@ -326,15 +340,34 @@ class REMLModel:
         return total / max(n_units, 1)
 
     # ----------------------------------------------------------------- extras
-    def pev_diagonal(self) -> np.ndarray:
-        """diag(C^-1) in the original ordering, for the current factor."""
+    def factorized_at(self, theta) -> bool:
+        """True when the numeric factor held is that of C at exactly this theta."""
+        return self.factor_theta is not None and np.array_equal(self.factor_theta, theta)
+
+    def refactorize(self, theta) -> None:
+        """Make the held factor that of C at theta (nothing to do when it already is).
+
+        The iteration factorizes candidates it then rejects (a halved step, an EM step, the
+        probes of an unbounded direction), so the factor left behind need not belong to the
+        reported theta; whatever reads the factor for a result calls this first.
+        """
+        if not self.factorized_at(theta):
+            self.evaluate(np.asarray(theta, dtype=float), derivatives=False)
+
+    def pev_diagonal(self, theta=None) -> np.ndarray:
+        """diag(C^-1) in the original ordering, at theta (default: the factor held)."""
+        if theta is not None:
+            self.refactorize(theta)
         return self.selinv.diagonal(self.factor)
 
-    def fixed_vcov(self, max_p: int = 500) -> np.ndarray | None:
-        """(X'V^-1X)^-1 = the fixed block of C^-1, by p solves (None when p is large)."""
+    def fixed_vcov(self, max_p: int = 500, theta=None) -> np.ndarray | None:
+        """(X'V^-1X)^-1 = the fixed block of C^-1, by p solves (None when p is large), at
+        theta (default: the factor held)."""
         p = self.p
         if p == 0 or p > max_p:
             return None
+        if theta is not None:
+            self.refactorize(theta)
         E = sp.csc_matrix((np.ones(p), (np.arange(p), np.arange(p))), shape=(self.pattern.n_eq, p))
         X = self.factor(E)
         # only the fixed rows are wanted: slice before densifying the P x p solution

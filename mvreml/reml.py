@@ -23,6 +23,12 @@ back inside by a worthwhile amount is released, a fixed number of times at most.
 direction along which log L grows without bound stops the fit with that reason. Held
 parameters sit at a floor of 1e-6 (relative) while derivatives are needed and at 1e-9 in
 the reported fit. Every loop is bounded; the same input gives bit-identical results.
+
+The reported theta is the last accepted one; the factor held by the model is refactorized
+there at the end (a rejected candidate may have been factorized last), so that PEVs and the
+fixed-effect covariance describe it. With ``checkpoint=`` the state is written before every
+iterate (:mod:`mvreml.checkpoint`) and ``resume=`` continues from such a file, bit for bit
+as the uninterrupted fit would have.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import checkpoint as ckpt
 from ._steps import Iteration
 from ._workspace import feasible
 from .likelihood import Evaluation, Infeasible, REMLModel
@@ -89,8 +96,8 @@ class FitState:
 
 
 def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.ndarray,
-            control: Control) -> FitState:
-    """Run AI-REML from theta0.
+            control: Control, checkpoint=None, resume=None) -> FitState:
+    """Run AI-REML from theta0 (or from a checkpoint).
 
     Parameters
     ----------
@@ -102,21 +109,38 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
     scale : ndarray
         A typical magnitude per parameter (for boundary values and relative steps).
     control : Control
+    checkpoint : path, optional
+        File the iteration state is written to before every iterate (:mod:`mvreml.checkpoint`).
+    resume : path, optional
+        Checkpoint to continue from instead of theta0; it must have been written for this
+        model, these data and these fixed values (else CheckpointError).
     """
     run = Iteration(model, fixed, scale, control)
-    theta = theta0.copy()
-    history = []
-    t0 = time.perf_counter()
-    try:
-        ev = model.evaluate(theta)
-    except Infeasible as exc:
-        raise Infeasible(f"starting values: {exc}")
-    history.append(dict(iteration=0, loglik=ev.loglik, change=np.nan, step="start",
-                        seconds=time.perf_counter() - t0, decrement=np.nan))
-    _log(control, history[-1])
+    sig = ckpt.signature(model, fixed, theta0) if (checkpoint is not None or resume is not None) else None
     converged, reason, where = False, "", None
-    it = 0
+    t0 = time.perf_counter()
+    if resume is not None:
+        theta, it, history, where = ckpt.restore(run, ckpt.load(resume, sig))
+        try:
+            ev = model.evaluate(theta)
+        except Infeasible as exc:
+            raise Infeasible(f"checkpoint {resume}: {exc}")
+        log.info("resumed from %s at iteration %d (log L %.6f)", resume, it, ev.loglik)
+    else:
+        theta = theta0.copy()
+        history = []
+        it = 0
+        try:
+            ev = model.evaluate(theta)
+        except Infeasible as exc:
+            raise Infeasible(f"starting values: {exc}")
+        history.append(dict(iteration=0, loglik=ev.loglik, change=np.nan, step="start",
+                            seconds=time.perf_counter() - t0, decrement=np.nan))
+        _log(control, history[-1])
     while it < control.maxiter:
+        if checkpoint is not None:
+            # the state after iterate `it`: a fit killed during the next one loses only that one
+            ckpt.save(checkpoint, ckpt.state(run, theta, it, history, where, sig))
         it += 1
         t_it = time.perf_counter()
         snapshot = run.holds.copy()
@@ -172,6 +196,8 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
             reason = (f"change in log L {abs(change):.2e} < {tol_ll:.1e} and "
                       f"Newton decrement {decrement:.2e}")
             break
+    if checkpoint is not None:
+        ckpt.save(checkpoint, ckpt.state(run, theta, it, history, where, sig, finished=True))
     if not converged and not reason:
         last = history[-1]
         reason = (f"did not converge in {control.maxiter} iterations (last change in log L "
@@ -183,6 +209,10 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
             reason += "raise maxiter or give better starting values with init="
     ai_inv, bound, reduced, singular = run.finish(ev, theta)
     ev, theta = run.polish(ev, theta)
+    # the factor held is that of the last point evaluated, which may be a rejected candidate
+    # (a halving, an EM step, an unbounded-direction probe): make it the reported theta's, as
+    # MixedModels' fit! does, so that PEVs and fixed-effect covariances describe this theta
+    model.refactorize(theta)
     return FitState(theta=theta, evaluation=ev, converged=converged, reason=reason, iterations=it,
                     history=history, bound=bound, fixed=fixed.copy(), ai_inverse=ai_inv,
                     messages=run.messages, reduced=reduced, singular=singular, warnings=run.warnings)

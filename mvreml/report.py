@@ -34,6 +34,9 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     d = model.design
     ev = state.evaluation
     theta = state.theta
+    if not np.array_equal(ev.theta, theta):
+        # never report one point's effects with another's parameters
+        ev = model.evaluate(theta)
     multivariate = d.t > 1 or len(d.traits) > 1
     ai_inv = state.ai_inverse
     se_theta = np.sqrt(np.clip(np.diag(ai_inv), 0, None))
@@ -87,12 +90,13 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
 
     # fixed effects and BLUPs with PEV from the selected inverse
     # the last evaluation holds C^-1 on the pattern of C, whose columns start with their diagonal
-    diag = (model.pattern.diagonal(ev.cinv) if ev.cinv is not None else model.pev_diagonal())
+    diag = (model.pattern.diagonal(ev.cinv) if ev.cinv is not None else model.pev_diagonal(theta))
     p = d.p
     sol = ev.solution
     fixef = pd.DataFrame({"estimate": sol[:p], "std_error": np.sqrt(np.clip(diag[:p], 0, None))},
                          index=pd.Index(d.fixef_names, name="effect"))
-    fixef_vcov = model.fixed_vcov()
+    # the factor held may be that of a candidate the iteration rejected: refactorize at theta
+    fixef_vcov = model.fixed_vcov(theta=theta)
     blups = {}
     for rd, off, block in zip(d.random, model.pattern.offsets, model.blocks[:model.n_random]):
         n = rd.q * rd.t
