@@ -97,7 +97,8 @@ def run_met(size: str, outdir: str, check: bool, maxiter: int = 50) -> dict:
                n_obs=int(res.n_obs), rank_x=int(res.rank_x), n_animals=len(pedigree.ids),
                history=[float(x) for x in np.asarray(res.history["loglik"])],
                n_eq=int(res.rank_x) + len(pedigree.ids) * n_site,
-               n_params=int(len(res.varcomp)),
+               n_params=int(len(res.varcomp)), steps=[str(x) for x in res.history["step"]],
+               reason=str(res.reason),
                boundary=[str(c) for c in res.varcomp.index[res.varcomp["bound"] == "B"]])
     rec["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rec["blas"] = machine.blas()
