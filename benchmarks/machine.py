@@ -40,15 +40,20 @@ def machine() -> dict:
 def git_commit() -> str:
     """HEAD's commit id read from .git (branch ref, packed-refs or detached HEAD)."""
     git = REPO / ".git"
+    if git.is_file():                  # a worktree: ".git" names its gitdir, refs live in commondir
+        git = Path(_read(str(git)).split("gitdir:", 1)[-1].strip())
+    common = git
+    if (git / "commondir").is_file():
+        common = (git / _read(str(git / "commondir")).strip()).resolve()
     head = _read(str(git / "HEAD")).strip()
     if not head:
         return "unknown (no .git)"
     if not head.startswith("ref:"):
         return head[:12]
     ref = head.split(None, 1)[1]
-    sha = _read(str(git / ref)).strip()
+    sha = _read(str(git / ref)).strip() or _read(str(common / ref)).strip()
     if not sha:
-        for line in _read(str(git / "packed-refs")).splitlines():
+        for line in _read(str(common / "packed-refs")).splitlines():
             if line.endswith(" " + ref):
                 sha = line.split()[0]
     return f"{sha[:12]} ({ref.rsplit('/', 1)[-1]})" if sha else f"unknown ({ref})"
