@@ -206,9 +206,33 @@ def _level_matrix(design: Design, rd, dim: int, P: np.ndarray, Y: np.ndarray) ->
     r = np.where(np.isfinite(r) & (r > 0), r, np.nanmean(r) if np.isfinite(r).any() else 1.0)
     r = np.clip(r / np.mean(r), 0.05, 20.0)
     sd = np.sqrt(r)
-    R = np.full((len(r), len(r)), _START_LEVEL_COR)
-    np.fill_diagonal(R, 1.0)
+    R = _level_correlation(rd.obs_cols // rd.t, code, z, ok, rd.q, sizes[dim])
     return R * np.outer(sd, sd)
+
+
+def _level_correlation(level, code, z, ok, q: int, m: int) -> np.ndarray:
+    """Starting correlations between the levels of a structured factor (sites): those of the
+    term's level means (genotype means per site) across the levels of the term, shrunk
+    halfway to a common 0.3 and made positive definite. A common correlation alone would
+    start fa(k >= 2) on a one-factor matrix, where the later factors' loadings are 0 and log L
+    is flat along them; the means give each site its own pattern."""
+    R = np.full((m, m), _START_LEVEL_COR)
+    np.fill_diagonal(R, 1.0)
+    if m < 2 or q < 3:
+        return R
+    key = level[ok] * m + code[ok]
+    n = np.bincount(key, minlength=q * m).reshape(q, m)
+    tot = np.bincount(key, weights=z[ok], minlength=q * m).reshape(q, m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = pd.DataFrame(np.where(n > 0, tot / np.maximum(n, 1), np.nan))
+    C = means.corr(min_periods=3).to_numpy()
+    C = np.where(np.isfinite(C), C, _START_LEVEL_COR)
+    C = 0.5 * C + 0.5 * R
+    np.fill_diagonal(C, 1.0)
+    w, V = np.linalg.eigh(0.5 * (C + C.T))
+    C = (V * np.maximum(w, 0.05)) @ V.T
+    d = np.sqrt(np.diag(C))
+    return C / np.outer(d, d)
 
 
 def _basis_matrix(rd, dim: int) -> np.ndarray:
@@ -342,6 +366,12 @@ def pairwise_init(fspec, rspec, resid, data, fit_parsed, P: pd.DataFrame) -> dic
         Term name -> trait-labelled positive definite DataFrame.
     """
     traits = tuple(fspec.response.traits)
+    other = [rt.label for rt in rspec.terms if rt.dims or rt.at] + ([resid.label] if resid.sections else [])
+    if other:
+        raise StartingValueError(f"init='pairwise' combines univariate and bivariate fits of the traits; it "
+                                 f"does not apply to structures on other factors ({', '.join(other)}): fit a "
+                                 "simpler model first (diag() or us() on the factor) and pass its matrices "
+                                 "with init={term: matrix}", term="init")
     var: dict = {}                # (term, trait) -> list of variance estimates
     cor: dict = {}                # (term, a, b) -> correlation estimate
     subsets = [(x,) for x in traits]

@@ -322,3 +322,9 @@ def test_butron_maize_fa1_on_a_pedigree_reaches_asreml(data_dir):
         assert res.converged, random
         assert res.n_varparams == df, random
         assert -2 * res.loglik_asreml + 2 * df == pytest.approx(aic, abs=2e-3), random
+
+
+def test_pairwise_init_says_it_is_for_traits():
+    df = _met_data(6)
+    with pytest.raises(mvreml.errors.StartingValueError, match="does not apply to structures on other factors"):
+        mvreml.fit("y1 ~ site", random="~ fa(site, 1):gen", data=df, init="pairwise")
