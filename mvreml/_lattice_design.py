@@ -96,4 +96,5 @@ def augment(design, sub: pd.DataFrame, residual) -> None:
     design.pair_section = design.unit_section[design.rpairs[0]]
     design.pair_pos = (positions[design.rpairs[0]], positions[design.rpairs[1]])
     design.lattice = [dict(dims=lat, grid=grid) for lat, grid in zip(lattices, grids)]
+    design.plot_positions = positions
     design.n_missing_plots = m

@@ -155,6 +155,7 @@ class Design:
     pair_pos: tuple | None = None
     lattice: list | None = None
     n_missing_plots: int = 0
+    plot_positions: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:

@@ -136,6 +136,7 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     model_info = dict(fixed=fixed, random=random, residual=residual, n_varparams=n_free, bases=bases,
                       n_fixed_params=int(p), data_signature=d.signature(),
                       timings=dict(timer.seconds) if timer is not None else {}, seconds=float(seconds))
+    residual_table = _residual_table(d, ev)
     # the pseudo-records of missing plots (spatial residuals) and their mv effects are no data
     m = d.n_missing_plots
     return Result(traits=list(d.traits), loglik=float(ev.loglik), n_obs=int(d.n_obs - m), rank_x=int(p - m),
@@ -144,4 +145,21 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
                   components=components, components_vcov=comp_vcov, structures=structures,
                   term_traits=term_traits, fixef=fixef, fixef_vcov=fixef_vcov,
                   fixed_terms={k: list(map(int, v)) for k, v in d.fixed_terms.items()}, blups=blups,
-                  diagnostics=diagnostics, model=model_info)
+                  diagnostics=diagnostics, model=model_info, residual_table=residual_table)
+
+
+def _residual_table(d, ev) -> pd.DataFrame:
+    """One row per record: its data row (position in the data given to fit), trait, y, fitted
+    value (X b + Z u) and residual; for a spatial residual also the section and the lattice
+    positions (0-based, per dimension), which the variogram needs."""
+    n = d.n_obs - d.n_missing_plots
+    unit = d.obs_unit[:n]
+    rows = d.unit_rows[unit] if d.unit_rows is not None else unit
+    out = {"row": np.asarray(rows, dtype=np.int64), "trait": [d.traits[j] for j in d.obs_trait[:n]],
+           "y": d.y[:n], "fitted": d.y[:n] - ev.residuals[:n], "residual": ev.residuals[:n]}
+    if d.lattice is not None:
+        if d.sections is not None:
+            out["section"] = [str(d.sections[s]) for s in d.unit_section[unit]]
+        for k, (name, _, _) in enumerate(d.lattice[0]["dims"]):
+            out[f"pos_{name}"] = d.plot_positions[unit, k]
+    return pd.DataFrame(out)

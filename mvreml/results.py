@@ -88,6 +88,7 @@ class Result:
     blups: dict
     diagnostics: list
     model: dict = field(default_factory=dict)
+    residual_table: pd.DataFrame | None = None
 
     def __post_init__(self):
         self.traits = [str(t) for t in self.traits]
@@ -244,6 +245,28 @@ class Result:
         off = [r for r in rows if r[0] != r[1]]
         return pd.DataFrame(off, columns=["trait_1", "trait_2", "estimate", "std_error"])
 
+    def residuals(self) -> pd.DataFrame:
+        """Residuals y - X b - Z u, one row per record: row (position in the data), trait, y,
+        fitted, residual (and, for a spatial residual, the section and lattice positions)."""
+        return self._records()
+
+    def fitted(self) -> pd.Series:
+        """Fitted values X b + Z u, one per record (indexed like :meth:`residuals`)."""
+        return self._records()["fitted"]
+
+    def _records(self) -> pd.DataFrame:
+        if self.residual_table is None:
+            raise ModelError("this result holds no per-record table (written by an older mvreml)")
+        return self.residual_table.copy()
+
+    def variogram(self, max_lag: int | None = None) -> pd.DataFrame:
+        """Sample variogram of the residuals of a spatial fit (Gilmour, Cullis & Verbyla 1997):
+        lag per lattice dimension, gamma = mean of (e_i - e_j)^2 / 2 over plot pairs at that
+        lag (absolute differences, within a section), and the number of pairs."""
+        from .variogram import sample_variogram
+
+        return sample_variogram(self._records(), max_lag)
+
     def predict_curve(self, term: str, x) -> pd.DataFrame:
         """Random curves of a random regression term at covariate values x (see
         :func:`mvreml.curves.predict_curve`): level, x, value, std_error."""
@@ -374,10 +397,11 @@ class Result:
         if not isinstance(doc, dict) or doc.get("format") != _summary.FORMAT:
             raise ModelError(f"not an mvreml result (expected format {_summary.FORMAT!r})")
         body = doc["result"]
-        missing = [f.name for f in fields(cls) if f.name not in body]
+        optional = {"residual_table"}          # absent from results written before it existed
+        missing = [f.name for f in fields(cls) if f.name not in body and f.name not in optional]
         if missing:
             raise ModelError(f"the JSON result lacks fields {missing}")
-        return cls(**{f.name: _summary.decode(body[f.name]) for f in fields(cls)})
+        return cls(**{f.name: _summary.decode(body[f.name]) for f in fields(cls) if f.name in body})
 
 
 # ---------------------------------------------------------------------- likelihood-ratio test

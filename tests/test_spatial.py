@@ -197,3 +197,31 @@ def test_bad_spatial_input():
     res = mvreml.fit("y ~ 1", random="~ gen", residual="~ ar1(col):ar1(row)", data=df)
     assert any("kept in the lattice as missing values" in m for m in res.diagnostics)
     assert res.n_obs == int(df["y"].notna().sum())
+
+
+def test_residuals_fitted_and_variogram(data_dir):
+    df = pd.read_csv(data_dir / "agridat" / "gilmour.slatehall.csv")
+    df = df.assign(rowf=df["row"].astype(str), colf=df["col"].astype(str))
+    res = mvreml.fit("yield ~ gen + row", random="~ rowf + colf", residual="~ ar1(col):ar1(row)", data=df)
+    r = res.residuals()
+    assert len(r) == 150 and list(r["row"]) == list(range(150))
+    np.testing.assert_allclose(r["y"], df["yield"].to_numpy(float))
+    np.testing.assert_allclose(r["fitted"] + r["residual"], r["y"])
+    # fitted = X b + Z u from the published tables
+    X_part = res.fixef.loc["(Intercept)", "estimate"] + res.fixef.loc["row", "estimate"] * df["row"]
+    gen = df["gen"].map(lambda g: res.fixef["estimate"].get(f"gen[T.{g}]", 0.0))
+    rowu = df["rowf"].map(res.blup("rowf")["yield"])
+    colu = df["colf"].map(res.blup("colf")["yield"])
+    np.testing.assert_allclose(res.fitted(), X_part + gen + rowu + colu, rtol=1e-10)
+    v = res.variogram()
+    assert list(v.columns) == ["lag_col", "lag_row", "gamma", "n_pairs"]
+    e = r["residual"].to_numpy()
+    pc, pr = r["pos_col"].to_numpy(), r["pos_row"].to_numpy()
+    sel = [(a, b) for a in range(150) for b in range(a + 1, 150) if abs(pc[a] - pc[b]) == 1 and pr[a] == pr[b]]
+    ref = np.mean([0.5 * (e[a] - e[b]) ** 2 for a, b in sel])
+    got = v[(v["lag_col"] == 1) & (v["lag_row"] == 0)]
+    assert got["n_pairs"].iloc[0] == len(sel) and got["gamma"].iloc[0] == pytest.approx(ref)
+    again = mvreml.Result.from_json(res.to_json())
+    pd.testing.assert_frame_equal(again.variogram(), v)
+    with pytest.raises(mvreml.errors.ModelError, match="needs a spatial residual"):
+        mvreml.fit("yield ~ gen", random="~ rowf", data=df).variogram()
