@@ -343,3 +343,33 @@ def test_seed_trial_matches_an_independent_dense_optimum(seed_fit):
     best, mats = dense.maximise(starts)
     assert res.loglik >= best - 1e-5
     np.testing.assert_allclose(res.covariance("RIL").to_numpy(), mats[1], atol=2e-3 * 20)
+
+
+def test_the_engine_sets_its_blas_threads(monkeypatch):
+    """One BLAS thread for small equations, whatever the environment says; threads= overrides
+    (capped at the cores this process may use); a bad value is an ArgumentError."""
+    from threadpoolctl import threadpool_info
+
+    import mvreml
+    from mvreml import _threads
+    from mvreml.likelihood import REMLModel
+
+    seen = []
+    evaluate = REMLModel.evaluate
+
+    def spy(self, *a, **kw):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"})
+        return evaluate(self, *a, **kw)
+
+    monkeypatch.setattr(REMLModel, "evaluate", spy)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"g": rng.integers(0, 10, 80).astype(str), "y": rng.standard_normal(80)})
+    res = mvreml.fit("y ~ 1", random="~ g", data=df)
+    assert res.model["blas_threads"] == 1 and seen and all(s == {1} for s in seen)
+    seen.clear()
+    res = mvreml.fit("y ~ 1", random="~ g", data=df, threads=2)
+    assert res.model["blas_threads"] == min(2, _threads.available_cores())
+    assert all(s == {res.model["blas_threads"]} for s in seen)
+    assert _threads.choose(None, 10**6) == _threads.available_cores()
+    with pytest.raises(mvreml.errors.ArgumentError, match="threads=0"):
+        mvreml.fit("y ~ 1", random="~ g", data=df, threads=0)
