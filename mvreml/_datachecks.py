@@ -40,7 +40,31 @@ def formula_context() -> dict:
     # R's spellings of the same functions, and R's factor() for formulaic's C()
     context.update(np=np, numpy=np, asin=np.arcsin, acos=np.arccos, atan=np.arctan,
                    ceiling=np.ceil, pmax=np.maximum, pmin=np.minimum, factor=C, C=C)
+    context.update(pol=_pol, leg=_leg)
     return context
+
+
+def _basis_transform(kind: str):
+    """pol(x, k) / leg(x, k) in a fixed formula: the non-constant columns of the same basis as
+    in random terms (mvreml.basis), fitted on the data and kept (stateful) for new data."""
+    from formulaic.transforms import stateful_transform
+
+    from . import basis
+
+    @stateful_transform
+    def transform(x, k: int = 1, _state: dict = {}):  # noqa: B006  (formulaic replaces _state)
+        x = np.asarray(x, dtype=float)
+        if "params" not in _state:
+            _state["params"] = basis.fit(kind, int(k), x[np.isfinite(x)], f"{kind}(x, {k})", "x")
+        B = basis.evaluate(_state["params"], x)[:, 1:]
+        return pd.DataFrame(B, columns=[str(j) for j in range(1, B.shape[1] + 1)])
+
+    transform.__name__ = kind
+    return transform
+
+
+_pol = _basis_transform("pol")
+_leg = _basis_transform("leg")
 
 
 def is_numeric(col: pd.Series) -> bool:

@@ -234,3 +234,20 @@ def test_bad_random_regression_input(sleep):
         warnings.filterwarnings("ignore", message="integer column 'Days' .* is fitted as a covariate")
         # a bar term says which column is the factor: no warning about the integer Days
         mvreml.fit("Reaction ~ Days", random="~ (Days | Subject)", data=sleep)
+
+
+def test_pol_and_leg_in_the_fixed_formula(sleep):
+    """pol(Days, 1) spans the same fixed space as 1 + Days: the same variance components and
+    fitted values (log L differs by the constant log|T'T| of the reparameterisation, as REML's
+    log|X'V^-1 X| does)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        raw = mvreml.fit("Reaction ~ Days", random="~ (Days | Subject)", data=sleep)
+        pol = mvreml.fit("Reaction ~ pol(Days, 1)", random="~ (Days | Subject)", data=sleep)
+        leg = mvreml.fit("Reaction ~ leg(Days, 1)", random="~ (Days | Subject)", data=sleep)
+    for other in (pol, leg):
+        np.testing.assert_allclose(other.varcomp["estimate"], raw.varcomp["estimate"], rtol=1e-5)
+        np.testing.assert_allclose(other.fitted(), raw.fitted(), rtol=1e-8)
+    # leg's column is sqrt(3/2) z with z = Days scaled to [-1, 1]: slope per day = b sqrt(3/2) * 2/9
+    b = leg.fixef["estimate"].iloc[1]
+    assert b * np.sqrt(1.5) * 2 / 9 == pytest.approx(raw.fixef.loc["Days", "estimate"], rel=1e-6)
