@@ -6,7 +6,7 @@ parameter-space checks and box bounds of the step control, and the asreml-R 4 st
 labels of the variance-component table. Only small dense t x t matrices: nothing scales with
 the data.
 
-Parameters, in order (THEORY.md, "Parameterisations and steps"):
+Parameters, in order (docs/THEORY.md, "Parameterisations and steps"):
 id: none, G = I | idv: s, G = s I | diag: v_1..v_t | us: G_ij row-wise lower (j <= i) |
 corgh: r_ij (i > j, row-wise) then v_1..v_t, G_ij = r_ij sqrt(v_i v_j) |
 corv: r, s; G = s ((1 - r) I + r 11') | corh: r, v_1..v_t; G = D ((1 - r) I + r 11') D,
@@ -542,7 +542,7 @@ def nearest_pd(G: np.ndarray, floor: float = 1e-8) -> tuple[np.ndarray, bool, np
 def em_update(structure: Structure, S: np.ndarray, q: float, floor: float = 1e-8) -> np.ndarray:
     """EM step of a trait structure: theta = from_matrix(nearest_pd(S / q)).
 
-    ``S`` (t x t) is ``sum_ab (K^-1)_ab (u_b u_a' + C^{b,a})`` (THEORY.md) or its residual
+    ``S`` (t x t) is ``sum_ab (K^-1)_ab (u_b u_a' + C^{b,a})`` (docs/THEORY.md) or its residual
     analogue, ``q`` the number of levels (of units, for the residual), ``floor`` the relative
     eigenvalue floor of :func:`nearest_pd`.
     """
