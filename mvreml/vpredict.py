@@ -28,12 +28,14 @@ a name in backticks
     positional names: ``V<i>`` is row ``i`` of ``res.varcomp`` as printed, and
     ``res.summary()`` lists the numbering. That order is mvreml's: the random terms in the
     order the formula writes them, then the residual, each term's rows in its structure's
-    order. **ASReml numbers the components in its own order**, which can differ: for
-    ``random = ~ vm(animal, ainv) + byear`` ASReml-R 4 prints ``byear`` first, so the
-    gryphon tutorial's ``V2/(V1+V2+V3)`` is the heritability there but byear's share
-    (0.150) here, where the heritability (0.4586) is ``V1/(V1+V2+V3)``. Renumber an
-    expression copied from ASReml by the summary, or use the term names, which do not
-    depend on any order.
+    order. **ASReml numbers the components in its own order**, which can differ: ASReml-R 4
+    numbers the rows of ``vparameters``, whose random terms it sorts by default by their
+    number of effects (VSN's ``asv.asreml`` notes call that order "noeff"), and a fixed
+    ``units!R`` row may follow. For ``random = ~ vm(animal, ainv) + byear`` it puts
+    ``byear`` (34 levels) first, so the gryphon tutorial's ``V2/(V1+V2+V3)`` is the
+    heritability there but byear's share (0.150) here, where the heritability (0.4586) is
+    ``V1/(V1+V2+V3)``. Renumber an expression copied from ASReml by the summary, or use the
+    term names, which do not depend on any order.
     A row that is a correlation (``corgh``, ``corh``...) is the correlation computed from
     the covariance components (same value, same first-order derivative); a parameter shared
     by several elements (``idv``, ``corv``) refers to its first element, which carries the
