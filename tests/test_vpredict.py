@@ -301,6 +301,9 @@ def test_backticked_interaction_term_on_a_real_fit(data_dir):
     d = pd.read_csv(data_dir / "agridat" / "damesa.maize.csv")
     res = mvreml.fit("yield ~ rep", random="~ gen + rep:block", data=d[d["site"] == "S1"])
     assert "V1 = gen, V2 = rep:block, V3 = units" in str(res.summary())
+    for i, (label, row) in enumerate(res.varcomp.iterrows()):      # V<i> is row i of varcomp
+        v = res.vpredict(f"V{i + 1}")
+        assert (v["estimate"], v["std_error"]) == pytest.approx((row["estimate"], row["std_error"]), rel=1e-12)
     a = res.vpredict("blk ~ `rep:block` / (gen + `rep:block` + units)")
     b = res.vpredict("V2 / (V1 + V2 + V3)")
     vc = res.varcomp["estimate"]
