@@ -8,7 +8,7 @@ LDL' factor of K^-1 (instead of the pedigree's Mendelian-sampling variances), an
 
     log L = -1/2 [ (N - p) log 2pi + log|C| + log|R| + q log|G| + t log|K| + y'R^-1 e ]
 
-(THEORY.md).
+(docs/THEORY.md).
 """
 from __future__ import annotations
 

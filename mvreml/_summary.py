@@ -15,6 +15,7 @@ import pandas as pd
 FORMAT = "mvreml.Result"
 _MAX_FIXEF_ROWS = 40
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_POSITIONAL_HEAD = "vpredict names (V<i> = row i above; ASReml may number them differently):"
 
 
 # ---------------------------------------------------------------------- JSON codec
@@ -179,6 +180,9 @@ class Summary:
             z = fx["estimate"].to_numpy(dtype=float) / fx["std_error"].to_numpy(dtype=float)
         self.fixef = pd.DataFrame({"estimate": fx["estimate"], "std.error": fx["std_error"],
                                    "z.ratio": z}, index=fx.index.rename(None))
+        # vpredict's positional names: V<i> is row i of res.varcomp, shown because ASReml
+        # numbers its components in its own order and users port expressions from it
+        self.positional = [(f"V{i + 1}", str(label)) for i, label in enumerate(vc.index)]
         self.n_fixef_hidden = max(0, len(self.fixef) - _MAX_FIXEF_ROWS)
         if self.n_fixef_hidden:
             self.fixef = self.fixef.iloc[:_MAX_FIXEF_ROWS]
@@ -191,13 +195,27 @@ class Summary:
         fmt = {c: f for c, f in self._FORMATS.items() if c in df.columns}
         return df.to_string(formatters=fmt) if len(df) else "(none)"
 
+    def _positional_lines(self, width: int = 100) -> list[str]:
+        """``V1 = label, V2 = label, ...`` wrapped to ``width``, never inside an item."""
+        if not self.positional:
+            return []
+        lines, line = [_POSITIONAL_HEAD], " "
+        for k, (v, label) in enumerate(self.positional):
+            item = f"{v} = {label}" + ("," if k + 1 < len(self.positional) else "")
+            if len(line) + 1 + len(item) > width and line.strip():
+                lines.append(line)
+                line = " "
+            line += " " + item
+        return lines + [line]
+
     @property
     def text(self) -> str:
         """The summary as plain text."""
         width = max(len(k) for k, _ in self.header)
         lines = ["mvreml REML fit"] + [f"  {k:<{width}}  {v}" for k, v in self.header]
         lines += ["", "Variance components (bound: P positive, B boundary/singular, F fixed, U unconstrained)",
-                  self._table(self.varcomp), "", "Fixed effects", self._table(self.fixef)]
+                  self._table(self.varcomp)] + self._positional_lines()
+        lines += ["", "Fixed effects", self._table(self.fixef)]
         if self.n_fixef_hidden:
             lines.append(f"... {self.n_fixef_hidden} more fixed effects: see res.fixef")
         if self.diagnostics:
@@ -213,6 +231,8 @@ class Summary:
                  "<p><strong>Variance components</strong> (bound: P positive, B boundary/singular, "
                  "F fixed, U unconstrained)</p>",
                  self.varcomp.to_html(formatters={c: f for c, f in fmt.items() if c in self.varcomp}),
+                 f"<p>{esc(_POSITIONAL_HEAD)} "
+                 + ", ".join(f"{esc(v)} = {esc(label)}" for v, label in self.positional) + "</p>",
                  "<p><strong>Fixed effects</strong></p>",
                  self.fixef.to_html(formatters={c: f for c, f in fmt.items() if c in self.fixef})]
         if self.n_fixef_hidden:

@@ -12,7 +12,7 @@ with D = diag(typical standard deviation of each trait), P a pivoting permutatio
 t x r lower-trapezoidal factor with a positive diagonal (pivoted Cholesky). ``eps`` keeps G
 invertible for the mixed-model equations; it changes log L by O(eps). The free entries of L
 are the working parameters; score and AI matrix reach them through the chain rule
-(THEORY.md, "Parameterisations and steps"). Re-factoring P' L L' P after every step keeps the
+(docs/THEORY.md, "Parameterisations and steps"). Re-factoring P' L L' P after every step keeps the
 parameterisation canonical. Whether a held direction must come back is decided from the
 matrix gradient dlogL/dG projected on the null space of L L' (a KKT check).
 """

@@ -3,7 +3,7 @@
 `REMLModel.evaluate(theta)` assembles C into its fixed pattern, factorizes it numerically
 (CHOLMOD, symbolic analysis done once), solves the MME, and from the factor computes the
 log-likelihood, the selected inverse, the score and the average-information matrix,
-following THEORY.md term by term. Nothing here is N x N or q x q dense.
+following docs/THEORY.md term by term. Nothing here is N x N or q x q dense.
 """
 from __future__ import annotations
 

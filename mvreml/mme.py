@@ -12,7 +12,7 @@ The pattern and the maps are built by compiled kernels (``mvreml._core.mme``) th
 straight into their final arrays: memory is that of the results, with no intermediate
 per-product index arrays (a three-trait model on a million animals has ~10^8 products).
 
-Random effects are ordered level-major (level a's t-vector contiguous), as THEORY.md says.
+Random effects are ordered level-major (level a's t-vector contiguous), as docs/THEORY.md says.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from scipy import stats
 
 from . import _summary
 from .errors import ComparisonError, ConvergenceWarning, ExpressionError, ModelError, TermError, warn
-from .vpredict import ComponentIndex, Dual, delta_se, evaluate
+from .vpredict import ComponentIndex, Dual, delta_se, evaluate, split_label
 from .wald import linear_combination, wald_table
 
 __all__ = ["Result", "LRT", "lrt"]
@@ -285,25 +285,48 @@ class Result:
 
         Parameters
         ----------
-        expr : str or dict
-            An expression (see :mod:`mvreml.vpredict` for names and operations), or a dict
-            name -> expression.
+        expr : str, list of str or dict
+            An expression (see :mod:`mvreml.vpredict` for names and operations), optionally
+            labelled as in asreml, ``"h2 ~ V1 / (V1 + V2 + V3)"``; a list of such expressions;
+            or a dict name -> expression.
+            ``V<i>`` is row ``i`` of :attr:`varcomp` (the numbering ``summary()`` prints):
+            mvreml's order, random terms as the formula writes them, then the residual.
+            ASReml numbers components in its own order, so renumber an ASReml expression by
+            the summary (or write the term names).
 
         Returns
         -------
-        Series (estimate, std_error) named by the expression; for a dict a DataFrame
-        indexed by name.
+        Series (estimate, std_error) named by the label, or by the expression when it has no
+        label; for a list or dict, a DataFrame indexed by label / name.
+
+        Raises
+        ------
+        ExpressionError
+            An expression that cannot be evaluated (the message names the part at fault), a
+            label that repeats another, or a dict expression labelled other than its key.
 
         Examples
         --------
         >>> res.vpredict("animal / (animal + units)")
+        >>> res.vpredict("h2 ~ V1 / (V1 + V2 + V3)")
+        >>> res.vpredict(["h2 ~ animal / (animal + `mother:byear` + units)", "VP ~ V1 + V2 + V3"])
         >>> res.vpredict({"r_A": "animal[bwt,tarsus] / sqrt(animal[bwt,bwt] * animal[tarsus,tarsus])"})
         """
-        if isinstance(expr, dict):
-            rows = {name: self._vpredict(e) for name, e in expr.items()}
+        if isinstance(expr, (dict, list, tuple)):
+            items = expr.items() if isinstance(expr, dict) else ((None, e) for e in expr)
+            rows = {}
+            for key, e in items:
+                label, _ = split_label(e)
+                if key is not None and label is not None and label != key:
+                    raise ExpressionError(f"{e!r} is labelled {label!r} but given under the name {key!r}")
+                name = key if key is not None else (label if label is not None else e)
+                if name in rows:
+                    raise ExpressionError(f"two expressions are named {name!r}")
+                rows[name] = self._vpredict(e)
             return pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "std_error"])
         est, err = self._vpredict(expr)
-        return pd.Series({"estimate": est, "std_error": err}, name=expr)
+        label, _ = split_label(expr)
+        return pd.Series({"estimate": est, "std_error": err}, name=expr if label is None else label)
 
     def _vpredict(self, expr: str) -> tuple[float, float]:
         d = evaluate(expr, self._index, self._x)

@@ -1,7 +1,7 @@
 """Selected elements of C^-1 from a CHOLMOD factor (scikit-sparse), reused across iterates.
 
 The REML engine analyses C once and refactorizes it at every iterate; the score needs C^-1
-only on the pattern of C (THEORY.md, "Score" and "Selected inverse"). `SelectedInverse`
+only on the pattern of C (docs/THEORY.md, "Score" and "Selected inverse"). `SelectedInverse`
 locates the wanted (row, col) pairs in the pattern of the permuted factor once, then at
 each iterate runs the compiled Takahashi recursion (``mvreml._core.selinv``) over the whole
 pattern of L and reads the pairs out.

@@ -8,23 +8,40 @@ its gradient with respect to the vector of components, so the Jacobian is exact 
 size to tune) and the delta-method variance is ``g' V g`` with ``V`` the sampling covariance
 of the components.
 
+asreml's labelled form ``"h2 ~ V2 / (V1 + V2 + V3)"`` is accepted: the text before ``~``
+names the result (it may be written in backticks), the text after it is the expression.
+
 Names in an expression
 ----------------------
 ``term``
     the single variance of a term that covers one trait (univariate models, or a term such
     as ``at(trait, 'bwt'):byear`` in a multivariate model). In a term covering several traits
     a bare name is an error, because it would be ambiguous.
+a name in backticks
+    a term (or trait) whose name is not a Python identifier, quoted as in R:
+    `rep:block` / `mother:byear` / `mother:byear`[bwt,tarsus] (backticks included).
 ``term[a,b]``
     the (a, b) element of the term's trait covariance matrix; ``term[a,b]`` and ``term[b,a]``
     are the same component; ``term[a]`` is shorthand for ``term[a,a]``. Trait names that are
-    not Python identifiers can be quoted: ``animal['y.1','y.2']``.
+    not Python identifiers can be quoted: ``animal['y.1','y.2']`` (or backticked).
 ``V1``, ``V2``, ...
-    asreml's positional names: the rows of ``res.varcomp`` in order. A row that is a
-    correlation (``corgh``, ``corh``...) is the correlation computed from the covariance
-    components (same value, same first-order derivative); a parameter shared by several
-    elements (``idv``, ``corv``) refers to its first element, which carries the same value.
-    Factor-analytic loadings are not functions of the covariance components and cannot be
-    named positionally. A term named like ``V1`` takes precedence over the positional name.
+    positional names: ``V<i>`` is row ``i`` of ``res.varcomp`` as printed, and
+    ``res.summary()`` lists the numbering. That order is mvreml's: the random terms in the
+    order the formula writes them, then the residual, each term's rows in its structure's
+    order. **ASReml numbers the components in its own order**, which can differ: ASReml-R 4
+    numbers the rows of ``vparameters``, whose random terms it sorts by default by their
+    number of effects (VSN's ``asv.asreml`` notes call that order "noeff"), and a fixed
+    ``units!R`` row may follow. For ``random = ~ vm(animal, ainv) + byear`` it puts
+    ``byear`` (34 levels) first, so the gryphon tutorial's ``V2/(V1+V2+V3)`` is the
+    heritability there but byear's share (0.150) here, where the heritability (0.4586) is
+    ``V1/(V1+V2+V3)``. Renumber an expression copied from ASReml by the summary, or use the
+    term names, which do not depend on any order.
+    A row that is a correlation (``corgh``, ``corh``...) is the correlation computed from
+    the covariance components (same value, same first-order derivative); a parameter shared
+    by several elements (``idv``, ``corv``) refers to its first element, which carries the
+    same value. Factor-analytic loadings are not functions of the covariance components and
+    cannot be named positionally. A term named like ``V1`` takes precedence over the
+    positional name.
 
 Allowed: numbers, the names above, ``+ - * / **``, unary ``-``/``+``, parentheses and the
 functions ``sqrt``, ``exp``, ``log``. Anything else raises :class:`~mvreml.errors.ExpressionError`.
@@ -41,7 +58,7 @@ import pandas as pd
 
 from .errors import ExpressionError
 
-__all__ = ["Dual", "ComponentIndex", "evaluate", "delta_se"]
+__all__ = ["Dual", "ComponentIndex", "evaluate", "split_label", "delta_se"]
 
 
 class Dual:
@@ -217,10 +234,11 @@ class ComponentIndex:
         """Every name an expression may use (for error messages)."""
         out = []
         for term, traits in self.term_traits.items():
+            shown = term if term.isidentifier() else f"`{term}`"
             if len(traits) == 1:
-                out.append(term)
+                out.append(shown)
             else:
-                out += [f"{term}[{a},{b}]" for i, a in enumerate(traits) for b in traits[: i + 1]]
+                out += [f"{shown}[{a},{b}]" for i, a in enumerate(traits) for b in traits[: i + 1]]
         out += [f"V{i + 1}" for i, p in enumerate(self.positional) if p[3] is not None]
         return out
 
@@ -264,43 +282,126 @@ class ComponentIndex:
         raise self._unknown(f"unknown component {name!r}")
 
 
-def _trait_key(node: ast.AST) -> str:
+def _trait_key(node: ast.AST, names: dict) -> str:
     if isinstance(node, ast.Name):
-        return node.id
+        return names.get(node.id, node.id)
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int)) and not isinstance(node.value, bool):
         return str(node.value)
-    raise ExpressionError(f"'{ast.unparse(node)}' is not a trait name (use term[trait,trait])")
+    raise ExpressionError(f"'{_show(node, names)}' is not a trait name (use term[trait,trait])")
 
 
-def _walk(node: ast.AST, index: ComponentIndex, x: np.ndarray) -> Dual:
+# a quoted string (left alone), a backticked name, or a lone backtick (unmatched)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`([^`]*)`|`")
+
+
+def _mask(text: str) -> tuple[str, dict]:
+    """Replace each backticked name by a placeholder identifier the Python parser accepts.
+
+    Returns the masked text and placeholder -> name. The placeholder prefix is grown until it
+    occurs nowhere in the text, so it cannot collide with a name the user wrote.
+    """
+    if "`" not in text:
+        return text, {}
+    prefix = "_bq"
+    while prefix in text:
+        prefix += "_"
+    names: dict = {}
+
+    def sub(m: re.Match) -> str:
+        piece = m.group(0)
+        if piece[0] != "`":
+            return piece
+        if piece == "`":
+            raise ExpressionError(f"unmatched backtick in {text!r}")
+        name = m.group(1)
+        if not name.strip():
+            raise ExpressionError(f"empty name between backticks in {text!r}")
+        for key, value in names.items():
+            if value == name:
+                return key
+        key = f"{prefix}{len(names)}_"
+        names[key] = name
+        return key
+
+    return _QUOTED.sub(sub, text), names
+
+
+def _show(node: ast.AST, names: dict) -> str:
+    """Source text of a node, backticked names restored (for messages)."""
+    text = ast.unparse(node)
+    for key, name in names.items():
+        text = text.replace(key, f"`{name}`")
+    return text
+
+
+def split_label(expr: str) -> tuple[str | None, str]:
+    """Split asreml's labelled form ``"h2 ~ V1 / (V1 + V2)"`` into ``("h2", "V1 / (V1 + V2)")``.
+
+    Parameters
+    ----------
+    expr : str
+        An expression, with or without a label before ``~``; the label may be backticked.
+
+    Returns
+    -------
+    (label, expression)
+        ``label`` is None when there is no ``~``.
+
+    Raises
+    ------
+    ExpressionError
+        Not a string, more than one ``~``, or nothing on one side of it.
+    """
+    if not isinstance(expr, str):
+        raise ExpressionError(f"an expression must be a non-empty string, got {expr!r}")
+    masked, names = _mask(expr)
+    if "~" not in masked:
+        return None, expr
+    if masked.count("~") > 1:
+        raise ExpressionError(f"{expr!r} has more than one '~' (write 'label ~ expression')")
+    head, body = masked.split("~")
+    for key, name in names.items():     # undo the masking: the body is parsed again later
+        head, body = head.replace(key, f"`{name}`"), body.replace(key, f"`{name}`")
+    label = head.strip()
+    if len(label) >= 2 and label[0] == label[-1] == "`":
+        label = label[1:-1].strip()
+    if not label:
+        raise ExpressionError(f"nothing before '~' in {expr!r}: write 'label ~ expression' or "
+                              f"the expression alone")
+    if not body.strip():
+        raise ExpressionError(f"nothing after '~' in {expr!r}: write 'label ~ expression'")
+    return label, body.strip()
+
+
+def _walk(node: ast.AST, index: ComponentIndex, x: np.ndarray, names: dict) -> Dual:
     if isinstance(node, ast.Constant):
         if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
             return Dual(node.value, np.zeros(x.size))
     elif isinstance(node, ast.Name):
-        return index.name(node.id, x)
+        return index.name(names.get(node.id, node.id), x)
     elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
         keys = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         if 1 <= len(keys) <= 2:
-            traits = [_trait_key(k) for k in keys]
-            return index.element(node.value.id, traits[0], traits[-1], x)
+            traits = [_trait_key(k, names) for k in keys]
+            return index.element(names.get(node.value.id, node.value.id), traits[0], traits[-1], x)
     elif isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        left, right = _walk(node.left, index, x), _walk(node.right, index, x)
+        left, right = _walk(node.left, index, x, names), _walk(node.right, index, x, names)
         try:
             return _BINOPS[type(node.op)](left, right)
         except ExpressionError as e:
-            raise ExpressionError(f"'{ast.unparse(node)}' is undefined at the estimates: {e}") from None
+            raise ExpressionError(f"'{_show(node, names)}' is undefined at the estimates: {e}") from None
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _walk(node.operand, index, x)
+        v = _walk(node.operand, index, x, names)
         return -v if isinstance(node.op, ast.USub) else v
     elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
           and len(node.args) == 1 and not node.keywords):
-        arg = _walk(node.args[0], index, x)
+        arg = _walk(node.args[0], index, x, names)
         try:
             return _FUNCS[node.func.id](arg)
         except ExpressionError as e:
-            raise ExpressionError(f"'{ast.unparse(node)}' is undefined at the estimates: {e}") from None
+            raise ExpressionError(f"'{_show(node, names)}' is undefined at the estimates: {e}") from None
     raise ExpressionError(
-        f"'{ast.unparse(node)}' is not allowed in an expression: use numbers, component names, "
+        f"'{_show(node, names)}' is not allowed in an expression: use numbers, component names, "
         f"term[trait,trait], + - * / **, parentheses and sqrt/exp/log")
 
 
@@ -310,7 +411,8 @@ def evaluate(expr: str, index: ComponentIndex, x: np.ndarray) -> Dual:
     Parameters
     ----------
     expr : str
-        The expression (see the module docstring for the names and operations allowed).
+        The expression (see the module docstring for the names and operations allowed); a
+        label before ``~`` (``"h2 ~ V1 / (V1 + V2)"``) is allowed and ignored here.
     index : ComponentIndex
         Names -> positions in ``x``.
     x : ndarray
@@ -323,11 +425,20 @@ def evaluate(expr: str, index: ComponentIndex, x: np.ndarray) -> Dual:
     """
     if not isinstance(expr, str) or not expr.strip():
         raise ExpressionError(f"an expression must be a non-empty string, got {expr!r}")
+    _, body = split_label(expr)
+    masked, names = _mask(body.strip())
     try:
-        tree = ast.parse(expr.strip(), mode="eval")
+        tree = ast.parse(masked, mode="eval")
     except SyntaxError as e:
         raise ExpressionError(f"cannot parse {expr!r}: {e.msg}") from None
-    return _walk(tree.body, index, np.asarray(x, dtype=float))
+    except ValueError as e:     # null bytes (a SyntaxError from Python 3.12 on)
+        raise ExpressionError(f"cannot parse {expr!r}: {e}") from None
+    except (RecursionError, MemoryError):   # nesting beyond what the parser can hold
+        raise ExpressionError(f"{expr[:40]!r}... is nested too deeply to parse") from None
+    try:
+        return _walk(tree.body, index, np.asarray(x, dtype=float), names)
+    except RecursionError:
+        raise ExpressionError(f"{expr[:40]!r}... is nested too deeply to evaluate") from None
 
 
 def delta_se(grad: np.ndarray, vcov: np.ndarray) -> float:

@@ -166,3 +166,148 @@ def test_bad_expressions_raise_typed_errors_naming_the_culprit(expr, message):
 def test_non_string_expression_is_refused():
     with pytest.raises(ExpressionError, match="non-empty string"):
         evaluate(3, _us_index(), X)
+
+
+# ---------------------------------------------------------------------- labels and backticks
+@pytest.mark.parametrize("text,label,body", [
+    ("h2 ~ V1/(V1+V2)", "h2", "V1/(V1+V2)"),
+    ("  r_A~animal[bwt,tarsus]  ", "r_A", "animal[bwt,tarsus]"),
+    ("`h2 bwt` ~ V1", "h2 bwt", "V1"),
+    ("V1 / `a~b`", None, "V1 / `a~b`"),                 # a ~ inside backticks is part of a name
+    ("share ~ `rep:block` / V3", "share", "`rep:block` / V3"),
+    ("animal / units", None, "animal / units"),
+])
+def test_split_label(text, label, body):
+    from mvreml.vpredict import split_label
+    assert split_label(text) == (label, body)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("~ V1", r"nothing before '~'"),
+    ("h2 ~ ", r"nothing after '~'"),
+    ("a ~ b ~ V1", r"more than one '~'"),
+    ("`a ~ V1", r"unmatched backtick"),
+    ("`` / V1", r"empty name between backticks"),
+])
+def test_bad_labels_and_backticks_raise_typed_errors(text, message):
+    with pytest.raises(ExpressionError, match=message):
+        evaluate(text, _us_index(), X)
+
+
+def test_labelled_expression_evaluates_its_right_hand_side():
+    idx = _us_index()
+    assert evaluate("h2 ~ V1 / (V1 + V4)", idx, X).value == pytest.approx(X[0] / (X[0] + X[3]), rel=1e-15)
+
+
+def _colon_index():
+    """Univariate terms whose names are not identifiers (rep:block, a V-like name in backticks)."""
+    comp = pd.DataFrame({"term": ["gen", "rep:block", "units"], "trait_1": "y", "trait_2": "y",
+                         "estimate": [0.25, 0.5, 2.0]})
+    vc = _varcomp(["gen", "rep:block", "units"], ["variance"] * 3, ["gen", "rep:block", "units"])
+    return ComponentIndex.build(comp, {"gen": ["y"], "rep:block": ["y"], "units": ["y"]}, vc), \
+        comp["estimate"].to_numpy()
+
+
+def test_backticked_term_names_with_colons():
+    idx, x = _colon_index()
+    d = evaluate("`rep:block` / (gen + `rep:block` + units)", idx, x)
+    assert d.value == pytest.approx(0.5 / 2.75, rel=1e-15)
+    np.testing.assert_allclose(d.grad, _fd_gradient(lambda v: v[1] / v.sum(), x), rtol=1e-6)
+    assert evaluate("`rep:block`[y,y] + `rep:block`[`y`]", idx, x).value == 1.0
+    assert evaluate("`gen` * 4", idx, x).value == 1.0        # backticks around an identifier too
+    # a name the user writes cannot collide with the placeholder backticks are replaced by
+    with pytest.raises(ExpressionError, match="unknown component '_bq0_'"):
+        evaluate("`rep:block` + _bq0_", idx, x)
+    # messages show the backticked name, and list it as it must be written
+    with pytest.raises(ExpressionError, match=r"'`rep:block` / \(gen - gen\)' is undefined"):
+        evaluate("`rep:block` / (gen - gen)", idx, x)
+    with pytest.raises(ExpressionError, match=r"unknown component 'rep'; available: gen, `rep:block`, units"):
+        evaluate("rep", idx, x)
+    with pytest.raises(ExpressionError, match=r"cannot parse"):
+        evaluate("rep:block / units", idx, x)             # unquoted: not an expression
+
+
+def test_pathological_expressions_raise_expression_errors():
+    idx, x = _colon_index()
+    for text in ("-" * 100000 + "gen", "+".join(["gen"] * 100000), "(" * 300 + "gen" + ")" * 300,
+                 "gen\x00", "`" * 7):
+        with pytest.raises(ExpressionError):
+            evaluate(text, idx, x)
+
+
+# ---------------------------------------------------------------------- on real fits
+@pytest.fixture(scope="module")
+def gryphon(data_dir):
+    import warnings
+
+    import mvreml
+    d = data_dir / "gryphon_wam"
+    ped = mvreml.Pedigree(pd.read_csv(d / "gryphonped.csv"))
+    g = pd.read_csv(d / "gryphon.csv")
+    g["sex"] = g["sex"].astype(str)
+    g["byear"] = g["byear"].astype(str)
+
+    def fit(random):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mvreml.errors.DataWarning)
+            return mvreml.fit("bwt ~ 1 + sex", random=random, data=g, relmat={"ped": ped})
+    return fit
+
+
+def test_positional_names_follow_varcomp_and_the_summary_prints_them(gryphon):
+    """Gryphon model3 (ASReml-R 4.2, SOURCE.md): h2 = 0.4586068 (SE 0.06740364), which ASReml
+    writes V2/(V1+V2+V3) because it prints byear first. mvreml numbers varcomp's rows."""
+    res = gryphon("~ vm(animal, ped) + byear")
+    assert list(res.varcomp.index) == ["animal", "byear", "units"]
+    text = str(res.summary())
+    assert "vpredict names (V<i> = row i above; ASReml may number them differently):\n" \
+           "  V1 = animal, V2 = byear, V3 = units\n" in text
+    assert "V1 = animal, V2 = byear, V3 = units" in res._repr_html_()
+    h2 = res.vpredict("h2 ~ V1/(V1+V2+V3)")
+    assert h2.name == "h2"
+    assert h2["estimate"] == pytest.approx(0.4586068, abs=5e-5)
+    assert h2["std_error"] == pytest.approx(0.06740364, rel=5e-4)
+    by_name = res.vpredict("animal / (animal + byear + units)")
+    assert (by_name["estimate"], by_name["std_error"]) == (h2["estimate"], h2["std_error"])
+    # the tutorial's V2 is byear's share here (0.150): documented, not silently "fixed"
+    assert res.vpredict("V2/(V1+V2+V3)")["estimate"] == pytest.approx(0.8862604 / 5.9023684, abs=5e-5)
+    # written in ASReml's order, the tutorial's expression gives the published value
+    asreml_order = gryphon("~ byear + vm(animal, ped)")
+    assert "V1 = byear, V2 = animal, V3 = units" in str(asreml_order.summary())
+    h2 = asreml_order.vpredict("h2 ~ V2/(V1+V2+V3)")
+    assert h2["estimate"] == pytest.approx(0.4586068, abs=5e-5)
+    assert h2["std_error"] == pytest.approx(0.06740364, rel=5e-4)
+
+
+def test_vpredict_lists_and_dicts_of_labelled_expressions(gryphon):
+    res = gryphon("~ vm(animal, ped) + byear")
+    out = res.vpredict(["h2 ~ V1/(V1+V2+V3)", "`byear share` ~ byear / (V1 + V2 + V3)", "V1 + V2 + V3"])
+    assert list(out.index) == ["h2", "byear share", "V1 + V2 + V3"]
+    assert out.loc["h2", "estimate"] == pytest.approx(0.4586068, abs=5e-5)
+    assert out.loc["V1 + V2 + V3", "estimate"] == pytest.approx(res.varcomp["estimate"].sum(), rel=1e-12)
+    d = res.vpredict({"h2": "h2 ~ V1/(V1+V2+V3)", "c2": "byear / (V1 + V2 + V3)"})
+    assert list(d.index) == ["h2", "c2"] and d.loc["h2", "estimate"] == out.loc["h2", "estimate"]
+    with pytest.raises(ExpressionError, match=r"labelled 'h2' but given under the name 'c2'"):
+        res.vpredict({"c2": "h2 ~ V1/(V1+V2+V3)"})
+    with pytest.raises(ExpressionError, match=r"two expressions are named 'h2'"):
+        res.vpredict(["h2 ~ V1/(V1+V2+V3)", "h2 ~ V1"])
+    with pytest.raises(ExpressionError, match="non-empty string"):
+        res.vpredict(["V1", 3])
+
+
+def test_backticked_interaction_term_on_a_real_fit(data_dir):
+    """damesa maize site S1 (agridat): random = ~ gen + rep:block."""
+    import mvreml
+    d = pd.read_csv(data_dir / "agridat" / "damesa.maize.csv")
+    res = mvreml.fit("yield ~ rep", random="~ gen + rep:block", data=d[d["site"] == "S1"])
+    assert "V1 = gen, V2 = rep:block, V3 = units" in str(res.summary())
+    for i, (label, row) in enumerate(res.varcomp.iterrows()):      # V<i> is row i of varcomp
+        v = res.vpredict(f"V{i + 1}")
+        assert (v["estimate"], v["std_error"]) == pytest.approx((row["estimate"], row["std_error"]), rel=1e-12)
+    a = res.vpredict("blk ~ `rep:block` / (gen + `rep:block` + units)")
+    b = res.vpredict("V2 / (V1 + V2 + V3)")
+    vc = res.varcomp["estimate"]
+    assert a["estimate"] == pytest.approx(vc["rep:block"] / vc.sum(), rel=1e-12)
+    assert (a["estimate"], a["std_error"]) == (b["estimate"], b["std_error"]) and a.name == "blk"
+    with pytest.raises(ExpressionError, match=r"available: gen, `rep:block`, units, V1, V2, V3"):
+        res.vpredict("block / units")

@@ -11,7 +11,7 @@ pattern of L only, supernode by supernode from the last to the first:
 
 where J are the columns of the supernode, R its below-diagonal rows, L_D the diagonal
 block and L_B the rows R of the supernode. A supernode of width one is the scalar
-recursion of THEORY.md; wide supernodes turn the inner sums into BLAS-3 products, so the
+recursion of docs/THEORY.md; wide supernodes turn the inner sums into BLAS-3 products, so the
 cost is that of the numeric factorization (sum_j |L_:j|^2 flops).
 """
 from libc.stdint cimport int32_t, int64_t

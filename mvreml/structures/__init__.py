@@ -110,7 +110,7 @@ def nearest_pd(G: np.ndarray, floor: float = 1e-8) -> tuple[np.ndarray, bool, np
 def em_update(structure: Structure, S: np.ndarray, q: float, floor: float = 1e-8) -> np.ndarray:
     """EM step of a trait structure: theta = from_matrix(nearest_pd(S / q)).
 
-    ``S`` (t x t) is ``sum_ab (K^-1)_ab (u_b u_a' + C^{b,a})`` (THEORY.md) or its residual
+    ``S`` (t x t) is ``sum_ab (K^-1)_ab (u_b u_a' + C^{b,a})`` (docs/THEORY.md) or its residual
     analogue, ``q`` the number of levels (of units, for the residual), ``floor`` the relative
     eigenvalue floor of :func:`nearest_pd`.
     """
