@@ -127,9 +127,11 @@ class REMLModel:
             Rm = R0s[sec][np.ix_(idx, idx)]
             try:
                 Lm = np.linalg.cholesky(Rm)
+                inv = np.linalg.inv(Rm)
             except np.linalg.LinAlgError:
                 raise Infeasible("residual matrix not positive definite")
-            inv = np.linalg.inv(Rm)
+            if not (np.all(np.isfinite(inv)) and np.all(np.diag(Lm) > 0)):
+                raise Infeasible("residual matrix numerically singular")
             n = len(idx)
             stack[m, :n, :n] = 0.5 * (inv + inv.T)
             logdet[m] = 2.0 * np.log(np.diag(Lm)).sum()

@@ -41,6 +41,8 @@ def independent_columns(X: sp.spmatrix, tol: float = _TOL) -> tuple[list, list]:
     big = abs(X).max(axis=0).toarray().ravel()
     nonzero = np.flatnonzero(big > 0)
     zero = [int(i) for i in np.flatnonzero(big == 0)]
+    if nonzero.size == 0:
+        return [], zero            # every column is zero: all aliased
     Xs = X[:, nonzero] @ sp.diags(1.0 / big[nonzero])
     norms = np.sqrt(np.asarray(Xs.multiply(Xs).sum(axis=0)).ravel())
     Xn = Xs @ sp.diags(1.0 / norms)
