@@ -1,4 +1,5 @@
-"""lme4's random-effect bars in ``random=``: ``(1 | g)``, ``(1 + x | g)``, ``(x || g)``.
+"""lme4's random-effect bars in ``random=``: ``(1 | g)``, ``(1 + x | g)``, ``(x || g)``, and
+asreml's ``str(~ g + x:g, ~ us(2):id(g))``.
 
 For users who come from lme4: ``(1 + x | g)`` is a random intercept and slope per level of g
 with an unstructured 2 x 2 covariance (asreml's ``str(~ g + x:g, ~ us(2):id(g))``), here a
@@ -79,11 +80,57 @@ def _bar_term(chunk, response: Response, piece: str) -> list[RandomTerm]:
                        order=("coef",), as_factor=tuple(group))]
 
 
+def _str_term(chunk, response: Response, piece: str) -> RandomTerm:
+    """asreml's ``str(~ g + x:g, ~ us(2):id(g))``: intercept and slopes of g with one 2 x 2
+    (or diag) matrix, i.e. lme4's ``(1 + x | g)``; ``vm(g, ped)`` in place of ``id(g)`` too."""
+    from .formula import _factor, _level
+
+    text = _text(chunk)
+    f = _factor(list(chunk), piece)
+    if len(f.pos) != 2 or f.args is None or any(k for k, _ in f.args):
+        raise FormulaError(f"cannot read {text!r}: expected str(~ g + x:g, ~ us(2):id(g))", term=text)
+    terms_t, struct_t = (list(a) for a in f.pos)
+    if not terms_t or terms_t[0].text != "~" or not struct_t or struct_t[0].text != "~":
+        raise FormulaError(f"cannot read {text!r}: both arguments of str() are formulas (~ ...)", term=text)
+    intercept, covariates, groups = False, [], set()
+    for _, part in _split(terms_t[1:], ("+",)):
+        names = _names(part, "term", text)
+        groups.add(names[-1])
+        if len(names) == 1:
+            intercept = True
+        elif len(names) == 2:
+            covariates.append(names[0])
+        else:
+            raise FormulaError(f"{text!r}: str() terms are g or x:g", term=text)
+    if len(groups) != 1:
+        raise FormulaError(f"{text!r}: every term of str() must end in the same factor (got "
+                           f"{', '.join(sorted(groups))})", term=text)
+    g = groups.pop()
+    pieces = [_factor(p, piece) for _, p in _split(struct_t[1:], (":",))]
+    if len(pieces) != 2 or pieces[0].name not in ("us", "diag") or pieces[0].args is None:
+        raise FormulaError(f"{text!r}: the structure of str() is us(n):id(g), diag(n):id(g) or "
+                           "us(n):vm(g, ped)", term=text)
+    n = len(covariates) + intercept
+    size = [t.text for t in pieces[0].pos[0]] if pieces[0].pos else []
+    if size != [str(n)]:
+        raise FormulaError(f"{text!r}: {pieces[0].text} must match the {n} terms of str()", term=text)
+    col, relmat, _, _, _ = _level(pieces[1], text)
+    if col != g:
+        raise FormulaError(f"{text!r}: the structure's factor {col!r} is not the terms' {g!r}", term=text)
+    dim = Dim("coef", pieces[0].name, None, None, f"{pieces[0].name}(coef)",
+              ("raw", intercept, tuple(covariates)))
+    return RandomTerm(g, (g,), "id", None, None, relmat, text, None, dims=(dim,), order=("coef",),
+                      as_factor=(g,))
+
+
 def split_bars(rhs, response: Response, piece: str):
-    """(the random formula without its bar terms, [(RandomTerm, written, text), ...])."""
+    """(the random formula without its bar and str() terms, [(RandomTerm, written, text), ...])."""
     rest: list[_Tok] = []
     items = []
     for sep, chunk in _split(list(rhs), ("+", "-")):
+        if chunk and chunk[0].text == "str" and len(chunk) > 2 and chunk[1].text == "(":
+            items.append((_str_term(chunk, response, piece), True, _text(chunk)))
+            continue
         if _is_bar(chunk):
             if sep == "-":
                 raise FormulaError(f"'- {_text(chunk)}' is not supported", term=_text(chunk))

@@ -326,3 +326,15 @@ def test_make_structure_errors():
         make_structure("us", ("a", "b"), 1)
     assert str(make_structure("fa", ("a", "b", "c"), 2)) == "fa(trait, 2)"
     assert str(make_structure("us", ("a", "b"))) == "us(trait)"
+
+
+def test_correlations_of_a_positive_definite_matrix_are_kept_exactly():
+    """Issue 18: 0.99999 given in init= used to become 0.999 without a word."""
+    G = np.array([[1.0, 0.99999], [0.99999, 1.0]])
+    th = make_structure("corgh", ("a", "b")).from_matrix(G)
+    assert th[0] == 0.99999
+    th = make_structure("corh", ("a", "b", "c")).from_matrix(np.full((3, 3), 0.99999) + 0.00001 * np.eye(3))
+    assert th[0] == pytest.approx(0.99999, abs=1e-15)
+    # a matrix that is not positive definite still gets the documented shrinkage
+    bad = np.array([[1.0, 1.2], [1.2, 1.0]])
+    assert abs(make_structure("corgh", ("a", "b")).from_matrix(bad)[0]) <= 0.999
