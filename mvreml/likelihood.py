@@ -227,7 +227,7 @@ class REMLModel:
             x = self.selinv.values(self.factor)
         ev.cinv = x
         score = np.zeros(self.n_theta)
-        F = np.zeros((self.N, self.n_theta))
+        F = np.zeros((self.N, self.n_theta), order="F")   # filled column by column
         em = []
         sol, e = ev.solution, ev.residuals
         with self.timer("score"):
