@@ -24,6 +24,7 @@ from .structures import nearest_pd
 
 _MAX_START_COR = 0.95      # |correlation| of a combined starting matrix at most this
 _MIN_START_VAR = 1e-3      # a starting variance at least this share of the phenotypic variance
+_MIN_START_PSI = 0.1       # fa: a default starting specific variance at least this share of its variance
 
 
 def unit_residuals(design: Design) -> np.ndarray:
@@ -177,6 +178,11 @@ def starting_values(design: Design, blocks, init, P: np.ndarray):
                                          f"{b.structure} needs {b.stop - b.start}", term=b.name)
         else:
             th = np.asarray(b.structure.from_matrix(G0), float)
+            if b.structure.name == "fa":
+                # a default start never has a specific variance at (or near) zero: the step
+                # control would hold it there before the data have had a say
+                psi = th[-b.structure.t:]
+                th[-b.structure.t:] = np.maximum(psi, _MIN_START_PSI * np.diag(G0))
         if not b.structure.feasible(th):
             raise StartingValueError(f"starting values of {b.name!r} are outside the parameter space of "
                                      f"{b.structure} (not positive definite)", term=b.name)
