@@ -286,12 +286,11 @@ def _relabel(st, traits, coefs):
     """Give structures built from a number the model's names (traits, coefficients)."""
     compound = [":".join(p) for p in itertools.product(traits, coefs)] if len(coefs) > 1 else list(traits)
     if isinstance(st, Product):
-        sizes = [f.t for f in st.factors]
         parts = []
         for f in st.factors:
             if f.dim == "trait" and f.t == len(traits):
                 parts.append(relabel(f, traits))
-            elif f.t == len(coefs) and sizes.count(f.t) == 1:
+            elif f.dim != "trait" and f.t == len(coefs) and len(coefs) > 1:
                 parts.append(relabel(f, coefs))
             else:
                 parts.append(f)

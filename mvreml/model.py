@@ -22,6 +22,7 @@ import numpy as np
 from . import _arrays, errors, estimable
 from ._arrays import ArrayInputs, Random, Residual
 from ._timing import Timer
+from ._workspace import is_psd_block
 from .errors import ArgumentError, StartingValueError, warn
 from .likelihood import Infeasible, REMLModel
 from .reml import Control, iterate
@@ -316,6 +317,14 @@ class Model:
                                     f"({self._names})", argument="fix")
             if not given[sel].all():
                 raise StartingValueError(f"fix= holds {name!r} but init= gives no value for it", term=name)
+            for b in self.blocks:
+                part = sel[b.slice]
+                if part.any() and not part.all() and is_psd_block(b):
+                    # the iteration moves a us / corgh matrix on its elements as a whole
+                    raise ArgumentError(f"fix= holds {name!r}, one parameter of the {b.structure} matrix of "
+                                        f"{b.name!r}; single parameters can be held in diag, idv, corv, corh, "
+                                        f"fa and products, a {b.structure.name} matrix only as a whole term",
+                                        argument="fix")
             mask |= sel
         for b in self.blocks:
             mask[b.slice] |= b.structure.fixed_params()   # scales held in a direct product
@@ -384,7 +393,7 @@ class Model:
         pattern of NaN changes the equations: the model is then built afresh (the inputs'
         checks and K^-1 are still reused).
         """
-        Y, _ = _arrays.check_response(y, self._inputs.traits)
+        Y, _ = _arrays.check_response(y, None)
         if Y.shape != self._inputs.Y.shape:
             raise ArgumentError(f"y has shape {Y.shape} but the model's y has {self._inputs.Y.shape}", argument="y")
         inputs = replace(self._inputs, Y=Y)
