@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 from ._datachecks import check_magnitudes
 from .design import Design, RandomDesign
@@ -55,9 +56,11 @@ class Random:
         Names of the c coefficients of a sequence of Z matrices; default "c1".."cc".
     """
 
-    def __init__(self, Z, structure: Structure | None = None, *, K=None, Kinv=None,
+    def __init__(self, Z: "ArrayLike | sp.spmatrix | Sequence", structure: Structure | None = None, *,
+                 K: "ArrayLike | sp.spmatrix | object | None" = None,
+                 Kinv: "ArrayLike | sp.spmatrix | object | None" = None,
                  levels: Sequence[str] | None = None, name: str | None = None,
-                 traits: Sequence[str] | None = None, coefficients: Sequence[str] | None = None):
+                 traits: Sequence[str] | None = None, coefficients: Sequence[str] | None = None) -> None:
         self.Z = Z
         self.structure = structure
         self.K, self.Kinv = K, Kinv
@@ -84,7 +87,8 @@ class Residual:
         Name of the grouping in labels (default "group").
     """
 
-    def __init__(self, structure: Structure | None = None, *, groups=None, name: str = "group"):
+    def __init__(self, structure: Structure | None = None, *, groups: ArrayLike | None = None,
+                 name: str = "group") -> None:
         self.structure = structure
         self.groups = groups
         self.name = str(name)

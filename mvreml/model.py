@@ -16,8 +16,11 @@ import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 from . import _arrays, errors, estimable
 from ._arrays import ArrayInputs, Random, Residual
@@ -27,7 +30,10 @@ from .errors import ArgumentError, StartingValueError, warn
 from .likelihood import Infeasible, REMLModel
 from .reml import Control, iterate
 from .report import build_result
-from .start import as_matrix, check_traits, phenotypic_covariance, starting_values, unit_residuals
+from .start import check_traits, phenotypic_covariance, starting_values, unit_residuals
+
+if TYPE_CHECKING:
+    from .results import Result
 
 __all__ = ["Model", "Random", "Residual", "Evaluation", "Solution"]
 
@@ -126,9 +132,10 @@ class Model:
         A K or K^-1 that is not symmetric positive definite (naming the level at fault).
     """
 
-    def __init__(self, y, X=None, random: Sequence[Random] | Random | None = None,
-                 residual: Residual | None = None, *, weights=None, traits: Sequence[str] | None = None,
-                 fixef_names: Sequence | None = None, ordering: str = "default"):
+    def __init__(self, y: ArrayLike, X: "ArrayLike | sp.spmatrix | Sequence | None" = None,
+                 random: Sequence[Random] | Random | None = None, residual: Residual | None = None, *,
+                 weights: ArrayLike | None = None, traits: Sequence[str] | None = None,
+                 fixef_names: Sequence | None = None, ordering: str = "default") -> None:
         from ._validate import fit_options
 
         ordering = fit_options(ordering=ordering)["ordering"]
@@ -187,7 +194,7 @@ class Model:
                 f"{self.terms}, {self.n_params} variance parameters)")
 
     # ------------------------------------------------------------------ theta
-    def theta(self, values) -> np.ndarray:
+    def theta(self, values: "ArrayLike | Mapping[str, float]") -> np.ndarray:
         """theta as a vector from a vector or a mapping {parameter label: value} (all of them)."""
         if isinstance(values, Mapping):
             unknown = [k for k in values if k not in self._names]
@@ -209,7 +216,7 @@ class Model:
             raise ArgumentError("theta has non-finite values", argument="theta")
         return th
 
-    def named(self, theta) -> dict[str, float]:
+    def named(self, theta: "ArrayLike | Mapping[str, float]") -> dict[str, float]:
         """theta as {parameter label: value}."""
         return dict(zip(self._names, map(float, self.theta(theta))))
 
@@ -220,16 +227,16 @@ class Model:
         except Infeasible as exc:
             raise ArgumentError(f"theta is outside the parameter space: {exc}", argument="theta") from None
 
-    def loglik(self, theta) -> float:
+    def loglik(self, theta: "ArrayLike | Mapping[str, float]") -> float:
         """The REML log-likelihood at theta (a vector or {label: value})."""
         return float(self._evaluate(theta, False).loglik)
 
-    def evaluate(self, theta) -> Evaluation:
+    def evaluate(self, theta: "ArrayLike | Mapping[str, float]") -> Evaluation:
         """log L, its score and the average-information matrix at theta."""
         ev = self._evaluate(theta, True)
         return Evaluation(float(ev.loglik), ev.score.copy(), ev.ai.copy(), tuple(self._names))
 
-    def solve(self, theta) -> Solution:
+    def solve(self, theta: "ArrayLike | Mapping[str, float]") -> Solution:
         """Fixed effects, BLUPs and their prediction error variances at theta."""
         ev = self._evaluate(theta, False)
         d, pat = self.design, self._reml.pattern
@@ -249,7 +256,7 @@ class Model:
                         residuals=res, loglik=float(ev.loglik))
 
     # ------------------------------------------------------------------ fitting
-    def start(self, init=None) -> tuple[np.ndarray, np.ndarray]:
+    def start(self, init: "Mapping | ArrayLike | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """(theta0, scale): the starting values ``fit`` uses and a typical magnitude per parameter.
 
         ``init`` as in :meth:`fit`.
@@ -330,8 +337,8 @@ class Model:
             mask[b.slice] |= b.structure.fixed_params()   # scales held in a direct product
         return mask
 
-    def fit(self, init=None, fix: str | Sequence[str] | None = None, *, maxiter: int = 50, tol: float = 1e-7,
-            verbose: bool = False):
+    def fit(self, init: "Mapping | ArrayLike | None" = None, fix: str | Sequence[str] | None = None, *,
+            maxiter: int = 50, tol: float = 1e-7, verbose: bool = False) -> "Result":
         """Fit by AI-REML, as :func:`mvreml.fit` does.
 
         Parameters
@@ -384,7 +391,7 @@ class Model:
         return result
 
     # ------------------------------------------------------------------ re-use
-    def with_response(self, y) -> "Model":
+    def with_response(self, y: ArrayLike) -> "Model":
         """The same model with new responses y (n x t, same traits).
 
         With the same missing-value pattern only y changes: the new model shares the design's
@@ -416,11 +423,12 @@ class Model:
         new._setup(inputs, self._ordering, reml=reml)
         return new
 
-    def refit(self, y, **fit_options):
+    def refit(self, y: ArrayLike, **fit_options) -> "Result":
         """``with_response(y).fit(**fit_options)``: a fit of new responses on the same design."""
         return self.with_response(y).fit(**fit_options)
 
-    def with_fixed(self, X, fixef_names: Sequence | None = None) -> "Model":
+    def with_fixed(self, X: "ArrayLike | sp.spmatrix | Sequence | None",
+                   fixef_names: Sequence | None = None) -> "Model":
         """The same model with a new fixed-effect matrix (as the constructor's X).
 
         The mixed-model equations change with X, so their pattern and analysis are made

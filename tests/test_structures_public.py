@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mvreml.errors import ArgumentError
-from mvreml.structures import (FA, REGISTRY, US, Corgh, Corh, Corv, Diag, Id, Idv, Product, Structure,
+from mvreml.structures import (AR1, FA, REGISTRY, US, Corgh, Corh, Corv, Diag, Id, Idv, Product, Structure,
                                make_structure)
 
 
@@ -47,10 +47,11 @@ def registry_cases():
 
 PRODUCTS = [Product(US(2), Diag(3, dim="site")), Product(Corgh(2), FA(3, k=1, dim="site")),
             Product(Idv(1), Corv(3, dim="site")), Product(Diag(2), US(2, dim="env"), Corh(2, dim="rep")),
-            Product(Id(2), US(3, dim="site"))]
+            Product(Id(2), US(3, dim="site")), Product(US(2), AR1(4, dim="time"))]
+EXTRA = [AR1(2), AR1(5)]           # public classes outside the formula registry
 
 
-@pytest.mark.parametrize("s", registry_cases() + PRODUCTS, ids=str)
+@pytest.mark.parametrize("s", registry_cases() + EXTRA + PRODUCTS, ids=str)
 def test_matrix_and_derivatives_against_central_differences(s):
     rng = np.random.default_rng(4)
     assert set(REGISTRY) >= {"id", "idv", "diag", "us", "corgh", "corv", "corh", "fa"}
@@ -64,7 +65,7 @@ def test_matrix_and_derivatives_against_central_differences(s):
         np.testing.assert_allclose(D, central_differences(s, th), rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("s", registry_cases() + PRODUCTS, ids=str)
+@pytest.mark.parametrize("s", registry_cases() + EXTRA + PRODUCTS, ids=str)
 def test_bounds_are_respected(s):
     lo, up = s.bounds
     assert lo.shape == up.shape == (s.n_params,)
@@ -123,3 +124,13 @@ def test_constructor_errors_name_the_argument():
         US(["a", "a"])
     with pytest.raises(ArgumentError, match="string"):
         US("ab")
+
+
+def test_ar1_values():
+    s = AR1(["t1", "t2", "t3"], dim="time")
+    np.testing.assert_allclose(s.matrix([-0.5, 2.0]), 2.0 * np.array([[1, -0.5, 0.25], [-0.5, 1, -0.5],
+                                                                      [0.25, -0.5, 1]]))
+    assert s.labels("units") == ["units!time!cor", "units!time"]
+    assert s.kinds() == ["correlation", "variance"]
+    np.testing.assert_allclose(s.from_matrix(s.matrix([0.3, 1.5])), [0.3, 1.5])
+    assert s.feasible([0.99, 1.0]) and not s.feasible([1.0, 1.0]) and not s.feasible([0.2, 0.0])

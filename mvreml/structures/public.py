@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from mvreml.errors import ArgumentError
 
+from .ar1 import Ar1v
 from .correlated import Corgh as _Corgh
 from .correlated import Corh as _Corh
 from .correlated import Corv as _Corv
@@ -30,7 +31,7 @@ from .linear import Idv as _Idv
 from .linear import Us
 from .product import Product
 
-__all__ = ["US", "Diag", "Idv", "Id", "Corgh", "Corh", "Corv", "FA", "Product", "Levels"]
+__all__ = ["US", "Diag", "Idv", "Id", "Corgh", "Corh", "Corv", "FA", "AR1", "Product", "Levels"]
 
 Levels = int | Sequence[str]
 
@@ -138,6 +139,14 @@ class FA(FactorAnalytic):
             raise ArgumentError(f"FA on {len(labels)} levels needs an integer number of factors k with "
                                 f"1 <= k <= {len(labels) - 1}, got {k!r}", argument="k")
         _init(self, FactorAnalytic, levels, dim, minimum=2, k=int(k))
+
+
+class AR1(Ar1v):
+    """First-order autoregressive G_ij = s rho^|i-j| over ordered levels: rho (|rho| < 1), then s
+    (see :class:`US`; the levels' order is the order of the series)."""
+
+    def __init__(self, levels: Levels, *, dim: str = "trait"):
+        _init(self, Ar1v, levels, dim, minimum=2)
 
 
 def relabel(structure, labels: Sequence[str]):
