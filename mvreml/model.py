@@ -378,7 +378,7 @@ class Model:
         if mask.all():
             state.converged = True
             state.reason = "all variance parameters fixed: BLUP with known variances"
-        result = build_result(model, state, "arrays", [b.name for b in self.blocks[:model.n_random]],
+        result = build_result(model, state, self._fixed_label(), [b.name for b in self.blocks[:model.n_random]],
                               str(self._inputs.residual.structure), timer=model.timer,
                               seconds=time.perf_counter() - t_start)
         if not state.converged:
@@ -389,6 +389,18 @@ class Model:
             warn("; ".join(m for m in result.diagnostics if "boundary" in m) or "a component is at its boundary",
                  errors.BoundaryWarning)
         return result
+
+    def _fixed_label(self) -> str:
+        """The fixed model's description in Result.model["fixed"]: columns and a hash of X,
+        so that mvreml.lrt refuses fits with different fixed effects (as it does formulas)."""
+        import hashlib
+
+        X = self.design.X
+        h = hashlib.sha1()
+        for arr in (X.indptr, X.indices, X.data):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update("\0".join(self.design.fixef_names).encode())
+        return f"arrays: X with {X.shape[1]} columns [{h.hexdigest()[:12]}]"
 
     # ------------------------------------------------------------------ re-use
     def with_response(self, y: ArrayLike) -> "Model":

@@ -312,6 +312,12 @@ def test_with_fixed_equals_fresh_model():
     b = mvreml.Model(Y, X2, fixef_names=["mu", "snp"], random=[mvreml.Random(Z, US(2), name="fam")]).fit()
     assert_same_fit(b, a)
     assert "y2:snp" in a.fixef.index
+    # likelihood-ratio tests: refused across fixed models (REML), allowed across variance models
+    with pytest.raises(mvreml.errors.ComparisonError, match="fixed effects differ"):
+        mvreml.lrt(m.fit(), mvreml.Model(Y, np.column_stack([X, rng.normal(size=len(Y))]),
+                                         random=[mvreml.Random(Z, US(2), name="fam")]).fit())
+    small = mvreml.Model(Y, X, random=[mvreml.Random(Z, Diag(2), name="fam")]).fit()
+    assert mvreml.lrt(small, m.fit()).df == 1
 
 
 # ---------------------------------------------------------------- typed errors
@@ -341,6 +347,11 @@ def test_bad_arrays_get_typed_errors_naming_argument_and_sizes():
         mvreml.Model(Y, Xbad, random=ok)
     with pytest.raises(DataError, match="use NaN for a missing value"):
         mvreml.Model(np.where(np.isnan(Y), np.inf, Y), X, random=ok)
+    # the formula route's checks of what can be estimated, through arrays too
+    with pytest.raises(mvreml.errors.ModelError, match="is constant"):
+        mvreml.Model(np.full(n, 3.0), X, random=[mvreml.Random(Z, name="fam")]).fit()
+    with pytest.raises(mvreml.errors.ModelError, match="exact copies of each other"):
+        mvreml.Model(np.column_stack([Y[:, 0], Y[:, 0]]), X, random=ok).fit()
     m = mvreml.Model(Y, X, random=ok)
     with pytest.raises(ArgumentError, match="theta has 2 values but the model has 6 parameters"):
         m.loglik([1.0, 2.0])
