@@ -421,3 +421,39 @@ def test_readme_embedding_example_runs():
     assert ns["model"].loglik(ns["theta"]) == pytest.approx(ns["res"].loglik, rel=1e-12)
     assert ns["sol"].blups["family"].shape == (40, 2)
     assert "height:snp" in ns["gwas"].fixef.index
+
+
+def test_residual_groups_match_formula_dsum():
+    """Residual(groups=) is the formula's dsum(~ units | site): one R0 per group."""
+    rng = np.random.default_rng(21)
+    sites, n_gen = ["S1", "S2", "S3"], 40
+    site = np.repeat(sites, 2 * n_gen)
+    gen = np.tile([f"g{i:02d}" for i in range(n_gen)], 2 * len(sites))
+    ug = rng.normal(size=n_gen)
+    y = (np.repeat([10.0, 12.0, 9.0], 2 * n_gen) + np.tile(ug, 2 * len(sites))
+         + rng.normal(size=len(site)) * np.repeat([0.5, 1.0, 2.0], 2 * n_gen))
+    df = pd.DataFrame({"y": y, "site": site, "gen": gen})
+    ref = mvreml.fit("y ~ site", random="~ gen", residual="~ dsum(~ units | site)", data=df)
+    Zg, glv = incidence(gen)
+    X = np.column_stack([np.ones(len(y)), site == "S2", site == "S3"]).astype(float)
+    m = mvreml.Model(y, X, traits=["y"], fixef_names=["(Intercept)", "site[T.S2]", "site[T.S3]"],
+                     random=[mvreml.Random(Zg, name="gen", levels=glv)],
+                     residual=mvreml.Residual(Idv(1), groups=site, name="site"))
+    res = m.fit()
+    assert list(res.varcomp.index) == ["gen", "site_S1!R", "site_S2!R", "site_S3!R"]
+    assert_same_fit(ref, res)
+    with pytest.raises(ArgumentError, match="groups has 5 labels but y has 240"):
+        mvreml.Model(y, X, random=[mvreml.Random(Zg)], residual=mvreml.Residual(groups=site[:5]))
+
+
+def test_weights_match_formula_weights():
+    Y, Z, lv = _small(seed=6, t=1)
+    rng = np.random.default_rng(2)
+    w = rng.uniform(0.5, 3.0, len(Y))
+    df = pd.DataFrame({"y": Y[:, 0], "fam": np.asarray(lv)[Z.indices], "w": w})
+    ref = _quiet(mvreml.fit, "y ~ 1", random="~ fam", data=df, weights="w")
+    m = _quiet(mvreml.Model, Y, np.ones((len(Y), 1)), traits=["y"], fixef_names=["(Intercept)"],
+               random=[mvreml.Random(Z, name="fam", levels=lv)], weights=w)
+    assert_same_fit(ref, _quiet(m.fit))
+    with pytest.raises(DataError, match="positive and finite"):
+        mvreml.Model(Y, np.ones((len(Y), 1)), random=[mvreml.Random(Z)], weights=-w)
