@@ -457,3 +457,14 @@ def test_weights_match_formula_weights():
     assert_same_fit(ref, _quiet(m.fit))
     with pytest.raises(DataError, match="positive and finite"):
         mvreml.Model(Y, np.ones((len(Y), 1)), random=[mvreml.Random(Z)], weights=-w)
+
+
+def test_no_random_term_and_no_fixed_effect():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(50, 2)) + 3
+    ref = mvreml.fit("cbind(a, b) ~ trait", residual="~ units:us(trait)", data=pd.DataFrame(y, columns=["a", "b"]))
+    res = mvreml.Model(y, np.ones((50, 1)), traits=["a", "b"]).fit()
+    assert res.loglik == pytest.approx(ref.loglik, rel=1e-12)
+    none = mvreml.Model(y[:, 0] - 3, None).fit()      # X = None: no fixed effect, N - p = N contrasts
+    assert none.fixef.shape[0] == 0 and none.converged
+    assert none.varcomp.loc["units", "estimate"] == pytest.approx(np.mean((y[:, 0] - 3) ** 2), rel=1e-6)
