@@ -8,6 +8,9 @@ The public contract (see README):
 ...                  residual="~ units:us(trait)", data=df)
 >>> res.covariance("Family"); res.vpredict("Family[velocity,density] / ..."); mvreml.lrt(m3, m4)
 
+Embedding programs build a model from arrays: ``mvreml.Model(y, X, random=[mvreml.Random(Z,
+mvreml.structures.US(2), Kinv=Ainv, name="animal")])`` (see :mod:`mvreml.model`).
+
 Submodules are imported on first use so that ``import mvreml`` stays cheap.
 """
 from __future__ import annotations
@@ -16,7 +19,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["fit", "lrt", "Result", "Pedigree", "errors", "__version__"]
+__all__ = ["fit", "lrt", "Result", "Pedigree", "errors", "relmat", "structures", "Model", "Random", "Residual",
+           "Evaluation", "Solution", "__version__"]
 
 _LAZY = {
     "fit": ("mvreml.api", "fit"),
@@ -25,6 +29,12 @@ _LAZY = {
     "Pedigree": ("mvreml.pedigree", "Pedigree"),
     "errors": ("mvreml.errors", None),
     "relmat": ("mvreml.relmat", None),          # mvreml.relmat.matrix / inverse / read_giv
+    "structures": ("mvreml.structures", None),  # US, Diag, Corgh, FA, Product, ...
+    "Model": ("mvreml.model", "Model"),         # the array route (embedding)
+    "Random": ("mvreml.model", "Random"),
+    "Residual": ("mvreml.model", "Residual"),
+    "Evaluation": ("mvreml.model", "Evaluation"),
+    "Solution": ("mvreml.model", "Solution"),
 }
 
 

@@ -11,6 +11,13 @@ corgh: r_ij (i > j, row-wise) then v_1..v_t, G_ij = r_ij sqrt(v_i v_j) |
 corv: r, s; G = s ((1 - r) I + r 11') | corh: r, v_1..v_t; G = D ((1 - r) I + r 11') D,
 D = diag(sqrt(v)) | fa(k): loadings L (t x k, L[i, m] = 0 for i < m, factor by factor) then
 psi_1..psi_t; G = L L' + diag(psi) | product: the factors' parameters in order.
+
+Public classes for embedding programs (:mod:`.public`): ``US(t)``, ``Diag``, ``Idv``, ``Id``,
+``Corgh``, ``Corh``, ``Corv``, ``FA(t, k)``, ``AR1`` (ar1v, not in the formula registry) take a number of levels or their labels;
+``Product(a, b, ...)`` is their direct product. Each has ``n_params``, ``matrix(theta)``,
+``derivatives(theta)``, ``bounds``, ``labels()``, ``kinds()``, ``feasible(theta)`` and
+``from_matrix(G)``. The engine's classes (``Us``, ``FactorAnalytic``, ...) in
+:data:`REGISTRY` are their bases.
 """
 from __future__ import annotations
 
@@ -23,10 +30,12 @@ from .correlated import Corgh, Corh, Corv
 from .factor import FactorAnalytic
 from .linear import Diag, Id, Idv, Us
 from .product import Product
+from .ar1 import Ar1v
+from .public import AR1, FA, US, Corgh, Corh, Corv, Diag, Id, Idv
 
 __all__ = ["Structure", "make_structure", "STRUCTURE_NAMES", "REGISTRY", "nearest_pd", "em_update",
-           "jacobian_elements", "correlation_matrix", "vech_pairs", "Id", "Idv", "Diag", "Us",
-           "Corgh", "Corv", "Corh", "FactorAnalytic", "Product"]
+           "jacobian_elements", "correlation_matrix", "vech_pairs", "Id", "Idv", "Diag", "Us", "US",
+           "Corgh", "Corv", "Corh", "FactorAnalytic", "FA", "Ar1v", "AR1", "Product"]
 
 #: asreml name -> class: the one table of structure names
 REGISTRY = {c.name: c for c in (Id, Idv, Diag, Us, Corgh, Corv, Corh, FactorAnalytic)}

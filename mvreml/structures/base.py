@@ -185,14 +185,23 @@ class Structure(ABC):
     def _describe(self) -> list[Param]:
         """Per parameter: (kind, (i, j) element of G or None, label suffix)."""
 
-    def labels(self, term: str, multivariate: bool) -> list[str]:
+    def labels(self, term: str = "", multivariate: bool = True) -> list[str]:
         """Row labels of the variance-component table, asreml-R 4 style, starting with ``term``.
 
         A univariate model (``multivariate=False``) labels its single variance ``term`` alone.
+        Without ``term`` the labels are the parameters' own names (``"trait!a:b"``), as an
+        embedding program shows them.
         """
         if not multivariate and self.t == 1 and self.n_params == 1:
             return [term]
+        if not term:
+            return [suffix.lstrip(":!") for _, _, suffix in self._params]
         return [term + suffix for _, _, suffix in self._params]
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) box bounds of theta: :meth:`lower_bounds`, :meth:`upper_bounds`."""
+        return self.lower_bounds(), self.upper_bounds()
 
     def kinds(self) -> list[str]:
         """Per parameter: "variance", "covariance", "correlation" or "loading"."""

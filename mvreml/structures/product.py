@@ -30,13 +30,16 @@ class Product(Structure):
 
     Parameters
     ----------
-    factors : sequence of Structure
-        Two or more structures, each on its own dimension, in the order of the product.
+    *factors : Structure, or one sequence of them
+        Two or more structures, each on its own dimension, in the order of the product:
+        ``Product(US(2), Diag(3, dim="site"))`` or ``Product([...])``.
     """
 
     name = "product"
 
-    def __init__(self, factors):
+    def __init__(self, *factors):
+        if len(factors) == 1 and not isinstance(factors[0], Structure):
+            factors = tuple(factors[0])          # Product([a, b]) as well as Product(a, b)
         self.factors = tuple(factors)
         if len(self.factors) < 2:
             raise FormulaError("a direct product needs at least two structures")

@@ -1,0 +1,455 @@
+"""`mvreml.Model`: a mixed model built from arrays, for programs that embed mvreml.
+
+>>> m = mvreml.Model(Y, X, random=[mvreml.Random(Z, mvreml.structures.US(2), Kinv=Ainv, name="animal")])
+>>> m.loglik(theta); m.evaluate(theta).score; m.solve(theta).blups["animal"]
+>>> res = m.fit()                      # a mvreml.Result, as mvreml.fit returns
+>>> res2 = m.refit(Y_simulated)        # same design: the MME pattern and CHOLMOD analysis reused
+
+The model builds the objects the formula route builds (a :class:`mvreml.design.Design`,
+the parameter blocks, a :class:`mvreml.likelihood.REMLModel`) and fits them with the same
+iteration and report (:func:`mvreml.reml.iterate`, :func:`mvreml.report.build_result`): one
+engine, so a model given as arrays and the same model given as a formula fit alike.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike
+
+from . import _arrays, errors, estimable
+from ._arrays import ArrayInputs, Random, Residual
+from ._timing import Timer
+from ._workspace import is_psd_block
+from .errors import ArgumentError, StartingValueError, warn
+from .likelihood import Infeasible, REMLModel
+from .reml import Control, iterate
+from .report import build_result
+from .start import check_traits, phenotypic_covariance, starting_values, unit_residuals
+
+if TYPE_CHECKING:
+    from .results import Result
+
+__all__ = ["Model", "Random", "Residual", "Evaluation", "Solution"]
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The REML log-likelihood and its derivatives at one parameter value.
+
+    Attributes
+    ----------
+    loglik : float
+        The REML log-likelihood (mvreml's constant: ``Result.loglik``).
+    score : ndarray (n_params,)
+        d log L / d theta.
+    ai : ndarray (n_params, n_params)
+        The average-information matrix (minus the expected Hessian, approximately).
+    names : tuple of str
+        The parameters' labels, in the order of theta.
+    """
+
+    loglik: float
+    score: np.ndarray
+    ai: np.ndarray
+    names: tuple
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The mixed-model equations solved at one parameter value.
+
+    Attributes
+    ----------
+    fixef : ndarray (p,)
+        Fixed effects (BLUE), in the order of ``fixef_names``.
+    fixef_se : ndarray (p,)
+        Their standard errors, sqrt(diag of the fixed block of C^-1).
+    fixef_names : list of str
+    blups : dict
+        Term name -> ndarray (q x c): the BLUPs of its levels (rows) and of its traits or
+        coefficients (columns, named by ``columns[term]``).
+    pev : dict
+        Term name -> ndarray (q x c): the prediction error variances of the BLUPs.
+    levels, columns : dict
+        Term name -> the labels of the rows / columns of its BLUP matrix.
+    residuals : ndarray (n x t)
+        y - X b - Z u per unit and trait, NaN where y is missing (and for dropped rows).
+    loglik : float
+        The REML log-likelihood at theta.
+    """
+
+    fixef: np.ndarray
+    fixef_se: np.ndarray
+    fixef_names: list
+    blups: dict
+    pev: dict
+    levels: dict
+    columns: dict
+    residuals: np.ndarray
+    loglik: float
+
+
+class Model:
+    """A (multivariate) linear mixed model built from arrays: y = X b + sum_k Z_k u_k + e.
+
+    Parameters
+    ----------
+    y : array (n x t) or (n,)
+        The responses, one row per unit; NaN marks a missing trait. Rows with no observed
+        trait are dropped (with a DataWarning).
+    X : array or scipy.sparse matrix (n x p), or a sequence of t of them, optional
+        Fixed effects. One matrix is applied to every trait (trait-specific effects: each
+        trait gets its own copy of the p columns, as ``trait + at(trait):x`` in a formula);
+        a sequence gives each trait its own matrix. Columns aliased with earlier ones are
+        dropped (listed in ``Result.diagnostics``). None: no fixed effect.
+    random : sequence of Random, optional
+        The random terms, :class:`mvreml.Random`.
+    residual : Residual, optional
+        The residual structure, :class:`mvreml.Residual`; default US on the traits (Idv for
+        one trait).
+    weights : array (n,), optional
+        Positive unit weights: R_i = R0 / w_i.
+    traits : sequence of str, optional
+        Names of the columns of y (default "y" univariate, "y1", "y2", ...).
+    fixef_names : sequence of str (or one per trait), optional
+        Names of the columns of X (default "x1", "x2", ...); multivariate names are
+        ``"{trait}:{name}"``.
+    ordering : str
+        CHOLMOD fill-reducing ordering ("default", "amd", "metis", ...).
+
+    Raises
+    ------
+    ArgumentError
+        An argument of the wrong kind or size; the message names it and gives the sizes.
+    DataError
+        Non-finite values in X, Z or the weights (naming the row), a trait never observed.
+    RelmatError
+        A K or K^-1 that is not symmetric positive definite (naming the level at fault).
+    """
+
+    def __init__(self, y: ArrayLike, X: "ArrayLike | sp.spmatrix | Sequence | None" = None,
+                 random: Sequence[Random] | Random | None = None, residual: Residual | None = None, *,
+                 weights: ArrayLike | None = None, traits: Sequence[str] | None = None,
+                 fixef_names: Sequence | None = None, ordering: str = "default") -> None:
+        from ._validate import fit_options
+
+        ordering = fit_options(ordering=ordering)["ordering"]
+        Y, traits = _arrays.check_response(y, traits)
+        n = Y.shape[0]
+        Xs, names, per_trait = _arrays.check_fixed(X, n, traits, fixef_names)
+        inputs = ArrayInputs(Y=Y, traits=traits, X=Xs, fixef_names=names,
+                             random=_arrays.check_random(random, n, traits),
+                             residual=_arrays.check_residual(residual, n, traits),
+                             weights=_arrays.check_weights(weights, n), per_trait_x=per_trait)
+        self._weighted = weights is not None
+        self._setup(inputs, ordering)
+
+    def _setup(self, inputs: ArrayInputs, ordering: str, reml: REMLModel | None = None, design=None):
+        self._inputs = inputs
+        self._ordering = ordering
+        if reml is None:
+            design, blocks = _arrays.build(inputs)
+            reml = REMLModel(design, blocks, ordering=ordering, timer=Timer())
+        self._reml = reml
+        multi = len(inputs.traits) > 1
+        self._names = [lab for b in reml.blocks for lab in b.structure.labels(b.label_name, multi)]
+
+    # ------------------------------------------------------------------ description
+    @property
+    def design(self):
+        """The engine's :class:`mvreml.design.Design` (what the formula route builds too)."""
+        return self._reml.design
+
+    @property
+    def blocks(self) -> list:
+        """The parameter blocks (one per random term, then one per residual group)."""
+        return self._reml.blocks
+
+    @property
+    def traits(self) -> list[str]:
+        return list(self._inputs.traits)
+
+    @property
+    def terms(self) -> list[str]:
+        """Names of the variance terms: the random terms, then "units" (or the residual groups)."""
+        return [b.name for b in self.blocks]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """The labels of theta's entries, as in ``Result.varcomp.index``."""
+        return list(self._names)
+
+    @property
+    def n_params(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        d = self.design
+        return (f"Model({d.n_units} units, {d.n_obs} records, traits {self.traits}, p = {d.p}, terms "
+                f"{self.terms}, {self.n_params} variance parameters)")
+
+    # ------------------------------------------------------------------ theta
+    def theta(self, values: "ArrayLike | Mapping[str, float]") -> np.ndarray:
+        """theta as a vector from a vector or a mapping {parameter label: value} (all of them)."""
+        if isinstance(values, Mapping):
+            unknown = [k for k in values if k not in self._names]
+            if unknown:
+                raise ArgumentError(f"theta names unknown parameters {unknown}; the parameters are "
+                                    f"{self._names}", argument="theta")
+            missing = [k for k in self._names if k not in values]
+            if missing:
+                raise ArgumentError(f"theta gives no value for {missing}", argument="theta")
+            values = [values[k] for k in self._names]
+        try:
+            th = np.array(values, dtype=float).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise ArgumentError(f"theta must be numbers: {exc}", argument="theta") from None
+        if th.shape[0] != self.n_params:
+            raise ArgumentError(f"theta has {th.shape[0]} values but the model has {self.n_params} parameters "
+                                f"({self._names})", argument="theta")
+        if not np.all(np.isfinite(th)):
+            raise ArgumentError("theta has non-finite values", argument="theta")
+        return th
+
+    def named(self, theta: "ArrayLike | Mapping[str, float]") -> dict[str, float]:
+        """theta as {parameter label: value}."""
+        return dict(zip(self._names, map(float, self.theta(theta))))
+
+    def _evaluate(self, theta, derivatives: bool):
+        th = self.theta(theta)
+        try:
+            return self._reml.evaluate(th, derivatives=derivatives)
+        except Infeasible as exc:
+            raise ArgumentError(f"theta is outside the parameter space: {exc}", argument="theta") from None
+
+    def loglik(self, theta: "ArrayLike | Mapping[str, float]") -> float:
+        """The REML log-likelihood at theta (a vector or {label: value})."""
+        return float(self._evaluate(theta, False).loglik)
+
+    def evaluate(self, theta: "ArrayLike | Mapping[str, float]") -> Evaluation:
+        """log L, its score and the average-information matrix at theta."""
+        ev = self._evaluate(theta, True)
+        return Evaluation(float(ev.loglik), ev.score.copy(), ev.ai.copy(), tuple(self._names))
+
+    def solve(self, theta: "ArrayLike | Mapping[str, float]") -> Solution:
+        """Fixed effects, BLUPs and their prediction error variances at theta."""
+        ev = self._evaluate(theta, False)
+        d, pat = self.design, self._reml.pattern
+        diag = self._reml.pev_diagonal()
+        p = d.p
+        blups, pev, levels, columns = {}, {}, {}, {}
+        for rd, off in zip(d.random, pat.offsets):
+            n = rd.q * rd.t
+            blups[rd.name] = ev.solution[off:off + n].reshape(rd.q, rd.t).copy()
+            pev[rd.name] = diag[off:off + n].reshape(rd.q, rd.t).copy()
+            levels[rd.name] = [str(x) for x in rd.levels]
+            columns[rd.name] = list(rd.comp_labels)
+        res = np.full(self._inputs.Y.shape, np.nan)
+        res[d.unit_rows[d.obs_unit], d.obs_trait] = ev.residuals
+        return Solution(fixef=ev.solution[:p].copy(), fixef_se=np.sqrt(np.clip(diag[:p], 0, None)),
+                        fixef_names=list(d.fixef_names), blups=blups, pev=pev, levels=levels, columns=columns,
+                        residuals=res, loglik=float(ev.loglik))
+
+    # ------------------------------------------------------------------ fitting
+    def start(self, init: "Mapping | ArrayLike | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        """(theta0, scale): the starting values ``fit`` uses and a typical magnitude per parameter.
+
+        ``init`` as in :meth:`fit`.
+        """
+        d = self.design
+        Y = unit_residuals(d)
+        return self._start(init, phenotypic_covariance(d, Y))[:2]
+
+    def _start(self, init, P):
+        d, blocks = self.design, self.blocks
+        terms = {b.name for b in blocks} | {"units"}
+        vector = init is not None and not isinstance(init, Mapping)
+        if vector:
+            try:
+                theta_init = self.theta(init)
+            except ArgumentError as exc:
+                raise StartingValueError(f"init: {exc}", term="init") from None
+            term_init, label_init = {}, {}
+        else:
+            init = dict(init or {})
+            term_init = {k: v for k, v in init.items() if k in terms}
+            label_init = {k: v for k, v in init.items() if k not in terms}
+            unknown = [k for k in label_init if k not in self._names]
+            if unknown:
+                raise StartingValueError(f"init names {unknown}, neither terms ({sorted(terms)}) nor parameters "
+                                         f"({self._names})", term=unknown[0])
+        theta0, scale = starting_values(d, blocks, term_init, P)
+        w = float(np.median(d.weights)) if self._weighted else 1.0
+        for b in blocks:
+            if b.k is None:
+                estimable.scale_residual(b, theta0, scale, w,
+                                         from_init=b.name in term_init or "units" in term_init)
+        if vector:
+            theta0 = theta_init
+        for k, v in label_init.items():
+            if isinstance(v, str) or not np.isscalar(v) or not np.isfinite(float(v)):
+                raise StartingValueError(f"init for parameter {k!r} must be a finite number, got {v!r}", term=k)
+            theta0[self._names.index(k)] = float(v)
+        for b in blocks:
+            if b.stop > b.start and not b.structure.feasible(theta0[b.slice]):
+                raise StartingValueError(f"starting values of {b.name!r} are outside the parameter space of "
+                                         f"{b.structure} (not positive definite)", term=b.name)
+        given = np.zeros(self.n_params, bool)
+        if vector:
+            given[:] = True
+        for b in blocks:
+            if b.name in term_init or (b.k is None and "units" in term_init):
+                given[b.slice] = True
+        for k in label_init:
+            given[self._names.index(k)] = True
+        return theta0, scale, given
+
+    def _fix_mask(self, fix, given) -> np.ndarray:
+        mask = np.zeros(self.n_params, bool)
+        fix = [fix] if isinstance(fix, str) else list(fix or [])
+        for name in fix:
+            sel = np.zeros(self.n_params, bool)
+            for b in self.blocks:
+                if b.name == name or (name == "units" and b.k is None):
+                    sel[b.slice] = True
+            if name in self._names:
+                sel[self._names.index(name)] = True
+            if not sel.any():
+                raise ArgumentError(f"fix= names {name!r}, neither a term ({self.terms}) nor a parameter "
+                                    f"({self._names})", argument="fix")
+            if not given[sel].all():
+                raise StartingValueError(f"fix= holds {name!r} but init= gives no value for it", term=name)
+            for b in self.blocks:
+                part = sel[b.slice]
+                if part.any() and not part.all() and is_psd_block(b):
+                    # the iteration moves a us / corgh matrix on its elements as a whole
+                    raise ArgumentError(f"fix= holds {name!r}, one parameter of the {b.structure} matrix of "
+                                        f"{b.name!r}; single parameters can be held in diag, idv, corv, corh, "
+                                        f"fa and products, a {b.structure.name} matrix only as a whole term",
+                                        argument="fix")
+            mask |= sel
+        for b in self.blocks:
+            mask[b.slice] |= b.structure.fixed_params()   # scales held in a direct product
+        return mask
+
+    def fit(self, init: "Mapping | ArrayLike | None" = None, fix: str | Sequence[str] | None = None, *,
+            maxiter: int = 50, tol: float = 1e-7, verbose: bool = False) -> "Result":
+        """Fit by AI-REML, as :func:`mvreml.fit` does.
+
+        Parameters
+        ----------
+        init : mapping or vector, optional
+            Starting values: {term: t x t matrix (or a number)}, {parameter label: value}, or
+            both; or a whole theta vector. Others start from a share of the phenotypic
+            covariance, as in :func:`mvreml.fit`.
+        fix : str or sequence of str, optional
+            Terms or single parameters (by label) held at their ``init`` values.
+        maxiter, tol, verbose
+            As in :func:`mvreml.fit`.
+
+        Returns
+        -------
+        mvreml.Result
+        """
+        from ._validate import fit_options
+
+        t_start = time.perf_counter()
+        opts = fit_options(maxiter=maxiter, verbose=verbose, tol=tol)
+        maxiter, tol, verbose = opts["maxiter"], opts["tol"], opts["verbose"]
+        d, model = self.design, self._reml
+        model.timer = Timer()
+        Y = unit_residuals(d)
+        estimable.check_estimable(d, Y)
+        if self._weighted:
+            estimable.check_weights(d, None, "weights")
+        check_traits(d, Y)
+        theta0, scale, given = self._start(init, phenotypic_covariance(d, Y))
+        mask = self._fix_mask(fix, given)
+        control = Control(maxiter=0 if mask.all() else maxiter, tol_loglik=tol, verbose=verbose)
+        try:
+            state = iterate(model, theta0, mask, scale, control)
+        except Infeasible as exc:
+            raise StartingValueError(f"cannot start the fit: {exc}") from None
+        if mask.all():
+            state.converged = True
+            state.reason = "all variance parameters fixed: BLUP with known variances"
+        result = build_result(model, state, self._fixed_label(), [b.name for b in self.blocks[:model.n_random]],
+                              str(self._inputs.residual.structure), timer=model.timer,
+                              seconds=time.perf_counter() - t_start)
+        if not state.converged:
+            warn(state.reason, errors.ConvergenceWarning)
+        for category, text in state.warnings:
+            warn(text, getattr(errors, category))
+        if state.bound is not None and state.bound.any():
+            warn("; ".join(m for m in result.diagnostics if "boundary" in m) or "a component is at its boundary",
+                 errors.BoundaryWarning)
+        return result
+
+    def _fixed_label(self) -> str:
+        """The fixed model's description in Result.model["fixed"]: columns and a hash of X,
+        so that mvreml.lrt refuses fits with different fixed effects (as it does formulas)."""
+        import hashlib
+
+        X = self.design.X
+        h = hashlib.sha1()
+        for arr in (X.indptr, X.indices, X.data):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update("\0".join(self.design.fixef_names).encode())
+        return f"arrays: X with {X.shape[1]} columns [{h.hexdigest()[:12]}]"
+
+    # ------------------------------------------------------------------ re-use
+    def with_response(self, y: ArrayLike) -> "Model":
+        """The same model with new responses y (n x t, same traits).
+
+        With the same missing-value pattern only y changes: the new model shares the design's
+        layout, the mixed-model equations' pattern and the CHOLMOD symbolic analysis (a copy
+        of the factor), so its evaluations and fits skip all of that set-up. A different
+        pattern of NaN changes the equations: the model is then built afresh (the inputs'
+        checks and K^-1 are still reused).
+        """
+        Y, _ = _arrays.check_response(y, None)
+        if Y.shape != self._inputs.Y.shape:
+            raise ArgumentError(f"y has shape {Y.shape} but the model's y has {self._inputs.Y.shape}", argument="y")
+        inputs = replace(self._inputs, Y=Y)
+        new = object.__new__(Model)
+        new._weighted = self._weighted
+        if not np.array_equal(np.isnan(Y), np.isnan(self._inputs.Y)):
+            new._setup(inputs, self._ordering)
+            return new
+        d = self.design
+        design = replace(d, y=Y[d.unit_rows][d.obs_unit, d.obs_trait])
+        reml = copy.copy(self._reml)
+        reml.design = design
+        reml.timer = Timer()
+        reml.factor_theta = None
+        if reml.factor is not None:
+            if hasattr(reml.factor, "copy"):
+                reml.factor = reml.factor.copy()
+            else:                     # scikit-sparse 0.5: no copy, analyse again
+                reml.factor, reml.selinv = None, None
+        new._setup(inputs, self._ordering, reml=reml)
+        return new
+
+    def refit(self, y: ArrayLike, **fit_options) -> "Result":
+        """``with_response(y).fit(**fit_options)``: a fit of new responses on the same design."""
+        return self.with_response(y).fit(**fit_options)
+
+    def with_fixed(self, X: "ArrayLike | sp.spmatrix | Sequence | None",
+                   fixef_names: Sequence | None = None) -> "Model":
+        """The same model with a new fixed-effect matrix (as the constructor's X).
+
+        The mixed-model equations change with X, so their pattern and analysis are made
+        again; the checks of y, Z and K and the K^-1 of the random terms are reused.
+        """
+        inp = self._inputs
+        Xs, names, per_trait = _arrays.check_fixed(X, inp.Y.shape[0], inp.traits, fixef_names)
+        new = object.__new__(Model)
+        new._weighted = self._weighted
+        new._setup(replace(inp, X=Xs, fixef_names=names, per_trait_x=per_trait), self._ordering)
+        return new
+
