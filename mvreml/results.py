@@ -326,24 +326,57 @@ class Result:
         return wald_table(self.fixef, self.fixef_vcov, self.fixed_terms, self.n_obs,
                           self.rank_x, den_df)
 
-    def predict(self, L) -> pd.DataFrame:
-        """Fixed-effect predictions ``L b`` with standard errors.
+    def predict(self, L=None, *, classify=None, present=None, average=None, ignore=None, use=None,
+                levels=None, sed: bool = False):
+        """Predicted means by ``classify`` (asreml-R's rules), or fixed-effect combinations ``L b``.
 
         Parameters
         ----------
-        L : array-like (k x p), DataFrame or Series
-            Coefficients of the combinations; a DataFrame/Series has fixed-effect names as
-            columns (others count as 0) and its index names the predictions.
+        L : array-like (k x p), DataFrame or Series, optional
+            Coefficients of fixed-effect combinations; a DataFrame/Series has fixed-effect
+            names as columns (others count as 0) and its index names the predictions.
+        classify : str, optional
+            The table to predict: ``"gen"``, ``"site:gen"``, ``"trait:gen"``. Fixed factors
+            not in it are averaged with equal weights, covariates taken at their mean, random
+            terms whose variables are all classified or averaged are included (BLUP-based
+            predictions), other random terms are left out (see :mod:`mvreml.predict`).
+        present, average, ignore, use, levels
+            As asreml-R's predict (see :func:`mvreml.predict.classify_predictions`).
+        sed : bool
+            With ``classify``: also the SED matrix and avsed (returns a
+            :class:`mvreml.predict.Predictions`).
 
         Returns
         -------
-        DataFrame: estimate, std_error.
+        DataFrame: with ``L``, estimate and std_error; with ``classify``, the classify
+        columns, predicted_value, std_error and status (estimable / not estimable and why).
+
+        Raises
+        ------
+        ModelError
+            ``classify=`` on a Result read back from JSON: predictions need the fitted model.
 
         Examples
         --------
+        >>> res.predict(classify="loc:gen")
         >>> res.predict(pd.DataFrame({"(Intercept)": [1, 1], "sex_2": [0, 1]}, index=["F", "M"]))
         """
-        return linear_combination(L, self.fixef, self.fixef_vcov)
+        if classify is None:
+            if L is None:
+                raise ModelError("predict needs classify= (e.g. 'gen') or a matrix L of fixed-effect coefficients")
+            return linear_combination(L, self.fixef, self.fixef_vcov)
+        if L is not None:
+            raise ModelError("give either L or classify=, not both")
+        fitted = getattr(self, "_fitted", None)
+        if fitted is None:
+            raise ModelError("predict(classify=...) needs the fitted model (its design and the factor of "
+                             "the mixed-model equations), which a Result read from JSON does not carry: "
+                             "refit with mvreml.fit to predict")
+        from .predict import classify_predictions
+
+        model, theta = fitted
+        return classify_predictions(model, theta, classify, present=present, average=average,
+                                    ignore=ignore, use=use, levels=levels, sed=sed)
 
     # ------------------------------------------------------------------ reporting
     def summary(self) -> "_summary.Summary":
