@@ -42,7 +42,8 @@ __all__ = ["Predictions", "classify_predictions"]
 
 _TOKEN = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
 _MAX_GRID = 5_000_000      # rows of the classify x averaging hypertable built at once
-_CHUNK = 256               # right-hand sides per solve with the factor
+_CHUNK = 64                # right-hand sides per solve with the factor
+_MAX_SED = 20_000          # predictions whose full SED matrix is built
 
 
 @dataclass
@@ -312,11 +313,13 @@ def _aliasing(m: _Model, L_full):
         return [None] * k
     Xk = sp.csc_matrix(m.d.X[:, :len(keep)])
     Xd = fm["dropped_X"]
+    # dropped column j = X_kept a_j (+ 0 when j is aliased); the null space of the full X is
+    # spanned by e_j - a_j, and L'b is estimable iff L is orthogonal to it
     xtx = (Xk.T @ Xk).toarray()
     A = np.linalg.solve(xtx, (Xk.T @ Xd).toarray()) if len(keep) else np.zeros((0, len(dropped)))
-    Lf = L_full.toarray() if sp.issparse(L_full) else np.asarray(L_full)
-    check = Lf[:, dropped] - Lf[:, keep] @ A
-    scale = 1.0 + np.abs(Lf).max(axis=1, initial=0.0)
+    L_full = sp.csr_matrix(L_full)
+    check = L_full[:, dropped].toarray() - np.asarray(L_full[:, keep] @ A)
+    scale = 1.0 + np.asarray(abs(L_full).max(axis=1).toarray()).ravel()
     out = []
     names = fm["names"]
     for i in range(k):
@@ -458,16 +461,19 @@ def classify_predictions(model, theta, classify, *, present=None, average=None, 
     ev = model.evaluate(np.asarray(theta, float), derivatives=False)    # factor and solution at theta
     values = np.full(k, np.nan)
     values[est] = L[est] @ ev.solution
-    Le = L[est]
+    Le = sp.csr_matrix(L[est])
+    if sed and len(est) > _MAX_SED:
+        raise ArgumentError(f"sed=True for {len(est)} predictions would hold a {len(est)} x {len(est)} "
+                            f"matrix; ask for at most {_MAX_SED} (levels=, a smaller classify)", argument="sed")
     V = np.zeros((len(est), len(est))) if sed else None
     var = np.zeros(len(est))
+    # C^-1 L by solves with the factor, a block of right-hand sides at a time (P x _CHUNK dense)
     for s in range(0, len(est), _CHUNK):
-        B = Le[s:s + _CHUNK].T.toarray()
-        X = np.asarray(model.factor(B))
-        LX = Le @ X
+        part = Le[s:s + _CHUNK]
+        X = np.asarray(model.factor(part.T.toarray()))
         if sed:
-            V[:, s:s + _CHUNK] = LX
-        var[s:s + _CHUNK] = np.einsum("ij,ji->i", Le[s:s + _CHUNK].toarray(), X)
+            V[:, s:s + _CHUNK] = Le @ X
+        var[s:s + _CHUNK] = np.asarray(part.multiply(X.T).sum(axis=1)).ravel()
     se = np.full(k, np.nan)
     se[est] = np.sqrt(np.clip(var, 0.0, None))
     out = pd.DataFrame({v: [c[j] for c in combos] for j, v in enumerate(cls)})

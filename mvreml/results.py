@@ -107,6 +107,13 @@ class Result:
         self.model = dict(self.model)
         self._validate()
 
+    def __getstate__(self):
+        # the fitted model behind predict(classify=) holds a CHOLMOD factor: not pickled (an
+        # unpickled Result, like one read from JSON, predicts from its tables only)
+        state = dict(self.__dict__)
+        state.pop("_fitted", None)
+        return state
+
     def _validate(self):
         """Catch an inconsistent Result when it is made, not when a table is asked for."""
         def need(frame, name, columns):

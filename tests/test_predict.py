@@ -331,3 +331,13 @@ def test_overall_mean(trial):
     # the gen BLUPs are not in an intercept prediction; the fixed part is the genotype average's
     assert mean["predicted_value"].iloc[0] == pytest.approx(
         gens["predicted_value"].mean() - res.blup("gen")["y"].mean(), rel=1e-9)
+
+
+def test_a_pickled_result_leaves_the_fitted_model_behind(trial):
+    import pickle
+
+    res = _model_a(trial)
+    back = pickle.loads(pickle.dumps(res))
+    assert back.loglik == res.loglik
+    with pytest.raises(ModelError, match="needs the fitted model"):
+        back.predict(classify="gen")
