@@ -323,15 +323,40 @@ class Result:
 
         Parameters
         ----------
-        den_df : None, float or dict
+        den_df : None, float, dict or "satterthwaite"
             Denominator df; default N - p (see :mod:`mvreml.wald` for what that means).
+            ``"satterthwaite"``: each term's Satterthwaite df (lmerTest's; see
+            :mod:`mvreml.dendf`), computed for its conditional hypothesis (``denDF``, used by
+            ``p_con``) and its incremental one (``denDF_inc``, used by ``p_inc``); it needs the
+            fitted model (not available on a Result read from JSON).
 
         Returns
         -------
-        DataFrame by fixed term: df, denDF, F_inc, F_con, p_inc, p_con.
+        DataFrame by fixed term: df, denDF, F_inc, F_con, p_inc, p_con (and denDF_inc with
+        ``den_df="satterthwaite"``).
         """
-        return wald_table(self.fixef, self.fixef_vcov, self.fixed_terms, self.n_obs,
-                          self.rank_x, den_df)
+        if not isinstance(den_df, str):
+            return wald_table(self.fixef, self.fixef_vcov, self.fixed_terms, self.n_obs,
+                              self.rank_x, den_df)
+        method = den_df.strip().lower()
+        if method in ("kr", "kenward-roger", "kenward_roger"):
+            raise ModelError("den_df='kr' (Kenward-Roger) is not implemented; use den_df='satterthwaite'")
+        if method != "satterthwaite":
+            raise ModelError(f"den_df={den_df!r}: give a number, a dict term -> df, or 'satterthwaite'")
+        fitted = getattr(self, "_fitted", None)
+        if fitted is None:
+            raise ModelError("den_df='satterthwaite' needs the fitted model, which a Result read from "
+                             "JSON does not carry: refit with mvreml.fit")
+        from .dendf import SatterthwaiteParts, wald_satterthwaite
+
+        model, theta = fitted
+        free = self.varcomp["bound"].isin(["P", "U"]).to_numpy()
+        inc, con = wald_satterthwaite(self.fixef, self.fixed_terms, SatterthwaiteParts(model, theta, free))
+        out = wald_table(self.fixef, self.fixef_vcov, self.fixed_terms, self.n_obs, self.rank_x, con)
+        den_inc = np.array([inc[t] for t in out.index])
+        out.insert(2, "denDF_inc", den_inc)
+        out["p_inc"] = stats.f.sf(out["F_inc"], out["df"], den_inc)
+        return out
 
     def predict(self, L=None, *, classify=None, present=None, average=None, ignore=None, use=None,
                 levels=None, sed: bool = False):
