@@ -137,42 +137,54 @@ def _rows(M: np.ndarray, order: np.ndarray, start: int, size: int, n: int) -> np
     return L
 
 
-def wald_satterthwaite(fixef, fixed_terms: dict, parts: SatterthwaiteParts) -> tuple[dict, dict]:
-    """Satterthwaite df of each fixed term's incremental and conditional Wald hypothesis.
-
-    The hypotheses are those of :func:`mvreml.wald.wald_table` (the same column orders and
-    containment), evaluated at the REML estimate and held fixed while Phi varies with theta.
+def term_hypotheses(fixef, C: np.ndarray, fixed_terms: dict):
+    """Each fixed term's incremental and conditional Wald hypothesis (rows over fixef's
+    estimable columns), with the column orders and containment of :func:`mvreml.wald.wald_table`,
+    built from M = C^-1 at the REML estimate.
 
     Returns
     -------
-    (incremental, conditional) : dict term -> df
+    keep : ndarray of int
+        The estimable columns of fixef the rows are over.
+    hyps : dict term -> (L_inc, L_con), each None for a term without estimable columns.
     """
     from .wald import _estimable, term_factors
 
-    C = np.asarray(parts.phi, float)
+    C = np.asarray(C, float)
     keep = np.flatnonzero(_estimable(fixef, C))
     new_pos = -np.ones(C.shape[0], dtype=int)
     new_pos[keep] = np.arange(keep.size)
     M = linalg.cho_solve(linalg.cho_factor(C[np.ix_(keep, keep)]), np.eye(keep.size))
     labels = list(fixed_terms)
-    cols = {t: new_pos[[p for p in fixed_terms[t] if p in set(keep)]] for t in labels}
+    kept = set(keep.tolist())
+    cols = {t: new_pos[[p for p in fixed_terms[t] if p in kept]] for t in labels}
     factors = {t: term_factors(t) for t in labels}
     n = keep.size
-    inc, con = {}, {}
     order = np.concatenate([cols[t] for t in labels]).astype(int)
-    start = 0
+    hyps, start = {}, 0
     for t in labels:
         size = cols[t].size
-        if size:
-            inc[t] = satterthwaite_df(_rows(M, order, start, size, n), parts, keep)
-        else:
-            inc[t] = np.nan
-        start += size
-    for t in labels:
+        if not size:
+            hyps[t] = (None, None)
+            continue
         containing = [u for u in labels if u != t and factors[t] < factors[u]]
         before = [u for u in labels if u != t and u not in containing]
         order_k = np.concatenate([cols[u] for u in before + [t] + containing]).astype(int)
         s = sum(cols[u].size for u in before)
-        con[t] = (satterthwaite_df(_rows(M, order_k, s, cols[t].size, n), parts, keep)
-                  if cols[t].size else np.nan)
+        hyps[t] = (_rows(M, order, start, size, n), _rows(M, order_k, s, size, n))
+        start += size
+    return keep, hyps
+
+
+def wald_satterthwaite(fixef, fixed_terms: dict, parts: SatterthwaiteParts) -> tuple[dict, dict]:
+    """Satterthwaite df of each fixed term's incremental and conditional Wald hypothesis
+    (:func:`term_hypotheses`), held fixed while Phi varies with theta.
+
+    Returns
+    -------
+    (incremental, conditional) : dict term -> df
+    """
+    keep, hyps = term_hypotheses(fixef, parts.phi, fixed_terms)
+    inc = {t: np.nan if a is None else satterthwaite_df(a, parts, keep) for t, (a, _) in hyps.items()}
+    con = {t: np.nan if c is None else satterthwaite_df(c, parts, keep) for t, (_, c) in hyps.items()}
     return inc, con

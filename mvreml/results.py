@@ -323,12 +323,15 @@ class Result:
 
         Parameters
         ----------
-        den_df : None, float, dict or "satterthwaite"
+        den_df : None, float, dict, "satterthwaite" or "kr"
             Denominator df; default N - p (see :mod:`mvreml.wald` for what that means).
             ``"satterthwaite"``: each term's Satterthwaite df (lmerTest's; see
-            :mod:`mvreml.dendf`), computed for its conditional hypothesis (``denDF``, used by
-            ``p_con``) and its incremental one (``denDF_inc``, used by ``p_inc``); it needs the
-            fitted model (not available on a Result read from JSON).
+            :mod:`mvreml.dendf`); ``"kr"``: Kenward-Roger df, with F from the adjusted
+            covariance Phi_A (lmerTest / pbkrtest; see :mod:`mvreml.kenward_roger`: dense in the
+            observations, structures linear in their parameters only). Computed for each
+            term's conditional hypothesis (``denDF``, used by ``p_con``) and its incremental
+            one (``denDF_inc``, used by ``p_inc``); both need the fitted model (not available
+            on a Result read from JSON).
 
         Returns
         -------
@@ -339,20 +342,33 @@ class Result:
             return wald_table(self.fixef, self.fixef_vcov, self.fixed_terms, self.n_obs,
                               self.rank_x, den_df)
         method = den_df.strip().lower()
-        if method in ("kr", "kenward-roger", "kenward_roger"):
-            raise ModelError("den_df='kr' (Kenward-Roger) is not implemented; use den_df='satterthwaite'")
-        if method != "satterthwaite":
-            raise ModelError(f"den_df={den_df!r}: give a number, a dict term -> df, or 'satterthwaite'")
+        method = "kr" if method in ("kenward-roger", "kenward_roger") else method
+        if method not in ("satterthwaite", "kr"):
+            raise ModelError(f"den_df={den_df!r}: give a number, a dict term -> df, 'satterthwaite' or 'kr'")
         fitted = getattr(self, "_fitted", None)
         if fitted is None:
-            raise ModelError("den_df='satterthwaite' needs the fitted model, which a Result read from "
+            raise ModelError(f"den_df={den_df!r} needs the fitted model, which a Result read from "
                              "JSON does not carry: refit with mvreml.fit")
-        from .dendf import SatterthwaiteParts, wald_satterthwaite
-
         model, theta = fitted
         free = self.varcomp["bound"].isin(["P", "U"]).to_numpy()
-        inc, con = wald_satterthwaite(self.fixef, self.fixed_terms, SatterthwaiteParts(model, theta, free))
-        out = wald_table(self.fixef, self.fixef_vcov, self.fixed_terms, self.n_obs, self.rank_x, con)
+        vcov = self.fixef_vcov
+        if method == "satterthwaite":
+            from .dendf import SatterthwaiteParts, wald_satterthwaite
+
+            inc, con = wald_satterthwaite(self.fixef, self.fixed_terms, SatterthwaiteParts(model, theta, free))
+        else:
+            from .kenward_roger import KenwardRoger, wald_kenward_roger
+
+            kr = KenwardRoger(model, theta, free)
+            inc_s, con_s = wald_kenward_roger(self.fixef, self.fixed_terms, kr)
+            vcov = kr.phi_adj            # the F statistics use the adjusted covariance
+            inc = {t: v[0] for t, v in inc_s.items()}
+            con = {t: v[0] for t, v in con_s.items()}
+        out = wald_table(self.fixef, vcov, self.fixed_terms, self.n_obs, self.rank_x, con)
+        if method == "kr":              # K&R's scaled statistics F* = lambda F
+            out["F_inc"] = out["F_inc"] * np.array([inc_s[t][1] for t in out.index])
+            out["F_con"] = out["F_con"] * np.array([con_s[t][1] for t in out.index])
+            out["p_con"] = stats.f.sf(out["F_con"], out["df"], out["denDF"])
         den_inc = np.array([inc[t] for t in out.index])
         out.insert(2, "denDF_inc", den_inc)
         out["p_inc"] = stats.f.sf(out["F_inc"], out["df"], den_inc)

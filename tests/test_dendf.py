@@ -64,11 +64,44 @@ def test_single_contrast_matches_lmertest_contest(unbalanced):
     assert model.factorized_at(theta)
 
 
-def test_satterthwaite_needs_the_fitted_model_and_kr_is_refused(unbalanced):
+def test_oats_kenward_roger_balanced_and_unbalanced_match_pbkrtest(oats, unbalanced):
+    res = mvreml.fit("yield ~ N + Variety + N:Variety", "~ Block + Block:Variety", data=oats)
+    w = res.wald(den_df="kr")
+    # balanced: the strata exactly; the adjustment vanishes (F as the Wald F, 37.68565 ...)
+    assert w.loc["Variety", "denDF"] == pytest.approx(10.0, abs=1e-6)
+    assert w.loc["N", "denDF"] == pytest.approx(45.0, abs=1e-6)
+    assert w.loc["N:Variety", "denDF"] == pytest.approx(45.0, abs=1e-6)
+    assert w.loc["N", "F_con"] == pytest.approx(37.68565, abs=5e-5)
+    # unbalanced, lmerTest anova(type = 3, ddf = "Kenward-Roger") (pbkrtest 0.5.2):
+    # N 45.73089856 (F 34.02486), Variety 9.95591991 (F 1.55602), F scaled by K&R's lambda
+    w = unbalanced.wald(den_df="kr")
+    assert w.loc["N", "denDF"] == pytest.approx(45.73089856, rel=1e-7)
+    assert w.loc["Variety", "denDF"] == pytest.approx(9.95591991, rel=1e-7)
+    assert w.loc["N", "F_con"] == pytest.approx(34.02486, abs=5e-5)
+    assert w.loc["Variety", "F_con"] == pytest.approx(1.55602, abs=5e-6)
+    from mvreml.kenward_roger import KenwardRoger
+
+    model, theta = unbalanced._fitted
+    kr = KenwardRoger(model, theta, np.ones(3, bool))
+    np.testing.assert_allclose(kr.phi, unbalanced.fixef_vcov, rtol=1e-8, atol=1e-9)
+    L = np.zeros(len(unbalanced.fixef))
+    L[list(unbalanced.fixef.index).index("Variety[T.Victory]")] = 1.0
+    # contest(m2, L1, ddf = "Kenward-Roger"): DenDF 9.959072392
+    assert kr.ddf(L) == pytest.approx(9.959072392, rel=1e-7)
+
+
+def test_kenward_roger_is_refused_where_it_would_be_an_approximation(oats):
+    # fa(): V is not linear in the loadings (K&R's second-derivative terms do not vanish)
+    with pytest.warns(mvreml.errors.BoundaryWarning):
+        res = mvreml.fit("yield ~ N", "~ fa(Variety, 1):Block", data=oats)
+    with pytest.raises(ModelError, match="linearly.*satterthwaite"):
+        res.wald(den_df="kr")
+
+
+def test_den_df_methods_need_the_fitted_model(unbalanced):
     back = mvreml.Result.from_json(unbalanced.to_json())
-    with pytest.raises(ModelError, match="needs the fitted model"):
-        back.wald(den_df="satterthwaite")
-    with pytest.raises(ModelError, match="Kenward-Roger.*not implemented"):
-        unbalanced.wald(den_df="kr")
+    for method in ("satterthwaite", "kr"):
+        with pytest.raises(ModelError, match="needs the fitted model"):
+            back.wald(den_df=method)
     with pytest.raises(ModelError, match="'containment'"):
         unbalanced.wald(den_df="containment")
