@@ -112,8 +112,6 @@ def _spec_variables(spec, columns) -> tuple[set, set]:
 def _random_variables(rd, multivariate: bool) -> dict:
     """The variables of a random term by role: factors (level labels), covariates, structured
     dimensions, at() columns, bases."""
-    from .design import _covariate_factors
-
     term = rd.term
     dims = [d.column for d in term.dims if d.basis is None]
     bases = [d.column for d in term.dims if d.basis is not None]
@@ -237,7 +235,8 @@ def _grid(m: _Model, classify, avg_factors, present, weights, levels_opt):
                     cells[v].append(x)
                 for v, levels, j in zip(other, o_levels, oc):
                     cells[v].append(levels[j])
-    return combos, np.array(pred, np.int64), np.array(w, float), {v: np.array(x, dtype=object) for v, x in cells.items()}
+    cells = {v: np.array(x, dtype=object) for v, x in cells.items()}
+    return combos, np.array(pred, np.int64), np.array(w, float), cells
 
 
 def _fixed_rows(m: _Model, cells, n_grid, ignore) -> np.ndarray:
@@ -381,6 +380,9 @@ def classify_predictions(model, theta, classify, *, present=None, average=None, 
             if v not in m.known:
                 raise ArgumentError(f"{what}= names {v!r}, which is not a variable of the model "
                                     f"(its variables: {', '.join(sorted(m.known))})", argument=what)
+    stray = [v for v in levels if v not in cls]
+    if stray:
+        raise ArgumentError(f"levels= names {stray}, which are not in classify={classify!r}", argument="levels")
     for v in cls + avg + present:
         if m.is_covariate(v) and v not in m.fixed_cat:
             raise ArgumentError(f"{v!r} is a covariate: predictions take it at its mean; classify / "

@@ -290,6 +290,8 @@ def test_bad_classify_names_the_variable(trial):
         res.predict(classify="gen", ignore=["site:gen"])
     with pytest.raises(ArgumentError, match="levels"):
         res.predict(classify="gen", levels={"gen": ["G99"]})
+    with pytest.raises(ArgumentError, match="not in classify"):
+        res.predict(classify="gen", levels={"site": ["S1"]})
     with pytest.raises(ModelError, match="either L or classify"):
         res.predict(np.ones((1, len(res.fixef))), classify="gen")
 
