@@ -343,3 +343,21 @@ def test_a_pickled_result_leaves_the_fitted_model_behind(trial):
     assert back.loglik == res.loglik
     with pytest.raises(ModelError, match="needs the fitted model"):
         back.predict(classify="gen")
+
+
+def test_spatial_residual_with_missing_plots_leaves_their_mv_effects_out(data_dir):
+    df = pd.read_csv(data_dir / "agridat" / "gilmour.slatehall.csv")
+    df = df.assign(xf=df["col"], yf=df["row"], rowf=df["row"].astype(str), colf=df["col"].astype(str))
+    d = df.drop(index=[3, 40, 77]).reset_index(drop=True)        # three missing plots in the grid
+    res = mvreml.fit("yield ~ gen + row", random="~ rowf + colf", residual="~ ar1(xf):ar1(yf)", data=d)
+    assert res._fitted[0].design.n_missing_plots == 3
+    p = res.predict(classify="gen").set_index("gen")
+    b = res.fixef["estimate"]
+    # gen's prediction: intercept + its effect + the row slope at the mean row of the data
+    for g in ("G01", "G02", "G25"):
+        expect = b["(Intercept)"] + b.get(f"gen[T.{g}]", 0.0) + b["row"] * d["row"].mean()
+        assert p.loc[g, "predicted_value"] == pytest.approx(expect, rel=1e-10)
+    L = pd.DataFrame(0.0, index=["G25"], columns=[c for c in res.fixef.index if not c.startswith("mv_")])
+    L.loc["G25", ["(Intercept)", "gen[T.G25]"]] = 1.0
+    L.loc["G25", "row"] = d["row"].mean()
+    assert p.loc["G25", "std_error"] == pytest.approx(res.predict(L)["std_error"].iloc[0], rel=1e-8)
