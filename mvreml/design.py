@@ -156,6 +156,10 @@ class Design:
     lattice: list | None = None
     n_missing_plots: int = 0
     plot_positions: np.ndarray | None = None
+    # what predictions need to rebuild rows of X for new data (mvreml.predict): the formulaic
+    # model spec of every block of columns, which columns survived the rank check, the aliased
+    # columns themselves (for estimability) and the data rows used
+    fixed_model: dict | None = None
 
     @property
     def n_obs(self) -> int:
@@ -314,8 +318,10 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
     pkeys, unit_pattern = np.unique(keyed, axis=0, return_inverse=True)
     patterns, pattern_section = pkeys[:, 1:].astype(bool), pkeys[:, 0].astype(np.int64)
 
+    fixed_model: dict = {}
     X, names, fixed_terms, dropped = _fixed_design(sub, fixed, traits, obs_unit, obs_trait,
-                                                   data.index[rows], messages)
+                                                   data.index[rows], messages, fixed_model)
+    fixed_model["data"] = sub
     if dropped:
         messages.append("aliased fixed-effect columns dropped: " + ", ".join(dropped))
 
@@ -339,7 +345,8 @@ def build_design(data: pd.DataFrame, fixed: FixedSpec, random: VarianceSpec, res
                   unit_pattern=unit_pattern.ravel().astype(np.int64), X=X, fixef_names=names,
                   fixed_terms=fixed_terms, random=rand, n_dropped=n_dropped, dropped_columns=dropped,
                   messages=messages, unit_rows=rows, sections=sections, section_column=residual.sections,
-                  pattern_section=pattern_section, unit_section=unit_section.astype(np.int64))
+                  pattern_section=pattern_section, unit_section=unit_section.astype(np.int64),
+                  fixed_model=fixed_model)
     if residual.structure == "lattice":
         from ._lattice_design import augment
 
@@ -374,7 +381,7 @@ def _model_matrix(sub: pd.DataFrame, rhs: list, intercept: bool, row_labels=None
         raise DataError(f"fixed-effect column {colnames[coo.col[k]]!r} is {coo.data[k]} in row {row!r} "
                         "(a transform out of its domain?): a covariate must be finite",
                         column=colnames[coo.col[k]])
-    return mat, colnames, slices
+    return mat, colnames, slices, spec
 
 
 def _term_keys(rhs: str) -> list:
@@ -397,10 +404,14 @@ def _term_columns(terms, slices, colnames, prefix, cols, labels, owners) -> None
                 owners.append(term.label)
 
 
-def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels=None, messages=None):
+def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels=None, messages=None,
+                  recipe=None):
     """Per-trait and common fixed-effect columns stacked into the long format.
 
-    ``row_labels`` name the rows of ``sub`` in errors; notes are appended to ``messages``."""
+    ``row_labels`` name the rows of ``sub`` in errors; notes are appended to ``messages``; a dict
+    ``recipe`` receives what rebuilds rows of X for new data (the blocks' model specs, the kept
+    columns, the aliased columns)."""
+    specs = []
     for name in coded_covariates(sub, fixed):
         text = (f"integer column {name!r} ({sub[name].nunique()} distinct values) is fitted as a "
                 f"covariate (one slope); if it codes levels, write C({name}) or factor({name}) in the "
@@ -415,6 +426,8 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels
 
     def add(mat_units, cols, labels, owner_of_col, trait_rows):
         # mat_units: (n_units x k) csc; place its rows at observations whose trait is in trait_rows
+        specs.append(dict(cols=list(cols), labels=list(labels), owners=list(owner_of_col),
+                          traits=list(trait_rows)))
         mask = np.isin(obs_trait, trait_rows)
         R = sp.csr_matrix((np.ones(mask.sum()), (np.flatnonzero(mask), obs_unit[mask])),
                           shape=(n_obs, mat_units.shape[0]))
@@ -432,7 +445,7 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels
             continue
         intercept = any(term.rhs.strip() == "1" for term in mine) or (not multivariate and fixed.intercept)
         rhs = [term.rhs for term in mine if term.rhs.strip() != "1"]
-        mat, colnames, slices = _model_matrix(sub, rhs, intercept, row_labels)
+        mat, colnames, slices, spec = _model_matrix(sub, rhs, intercept, row_labels)
         cols, labels, owner = [], [], []
         if intercept and "1" in slices:
             cols.append(slices["1"].start)
@@ -441,15 +454,17 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels
         _term_columns([term for term in mine if term.rhs.strip() != "1"], slices, colnames,
                       f"{trait}:" if multivariate else "", cols, labels, owner)
         add(mat, cols, labels, owner, [j])
+        specs[-1]["spec"] = spec
 
     if common:
         # with per-trait means (or a univariate intercept) the common factors get treatment contrasts:
         # build with an intercept and drop its column
         with_mean = has_trait_mean or fixed.intercept
-        mat, colnames, slices = _model_matrix(sub, [term.rhs for term in common], with_mean, row_labels)
+        mat, colnames, slices, spec = _model_matrix(sub, [term.rhs for term in common], with_mean, row_labels)
         cols, labels, owner = [], [], []
         _term_columns(common, slices, colnames, "", cols, labels, owner)
         add(mat, cols, labels, owner, list(range(t)))
+        specs[-1]["spec"] = spec
 
     if not blocks:
         X = sp.csr_matrix((n_obs, 0))
@@ -458,6 +473,9 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels
     check_magnitudes(X, names)
     keep, dropped_idx = independent_columns(X)
     dropped = [names[i] for i in dropped_idx]
+    if recipe is not None:
+        recipe.update(blocks=specs, keep=list(keep), dropped=list(dropped_idx), names=list(names),
+                      dropped_X=sp.csc_matrix(X[:, dropped_idx]) if X.shape[1] else None)
     X = sp.csr_matrix(X[:, keep])
     X.sort_indices()
     names = [names[i] for i in keep]

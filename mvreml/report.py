@@ -139,13 +139,17 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     residual_table = _residual_table(d, ev)
     # the pseudo-records of missing plots (spatial residuals) and their mv effects are no data
     m = d.n_missing_plots
-    return Result(traits=list(d.traits), loglik=float(ev.loglik), n_obs=int(d.n_obs - m), rank_x=int(p - m),
+    result = Result(traits=list(d.traits), loglik=float(ev.loglik), n_obs=int(d.n_obs - m), rank_x=int(p - m),
                   n_units=int(d.n_units), n_dropped=int(d.n_dropped), converged=bool(state.converged),
                   reason=state.reason, iterations=int(state.iterations), history=hist, varcomp=varcomp,
                   components=components, components_vcov=comp_vcov, structures=structures,
                   term_traits=term_traits, fixef=fixef, fixef_vcov=fixef_vcov,
                   fixed_terms={k: list(map(int, v)) for k, v in d.fixed_terms.items()}, blups=blups,
                   diagnostics=diagnostics, model=model_info, residual_table=residual_table)
+    # predictions by classify need the fitted model itself (design, factor): kept on the
+    # Result, not serialized (a Result read from JSON has none)
+    result._fitted = (model, np.array(theta, dtype=float, copy=True))
+    return result
 
 
 def _residual_table(d, ev) -> pd.DataFrame:

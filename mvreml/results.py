@@ -108,6 +108,13 @@ class Result:
         self.model = dict(self.model)
         self._validate()
 
+    def __getstate__(self):
+        # the fitted model behind predict(classify=) holds a CHOLMOD factor: not pickled (an
+        # unpickled Result, like one read from JSON, predicts from its tables only)
+        state = dict(self.__dict__)
+        state.pop("_fitted", None)
+        return state
+
     def _validate(self):
         """Catch an inconsistent Result when it is made, not when a table is asked for."""
         def need(frame, name, columns):
@@ -362,34 +369,108 @@ class Result:
 
         Parameters
         ----------
-        den_df : None, float or dict
+        den_df : None, float, dict, "satterthwaite" or "kr"
             Denominator df; default N - p (see :mod:`mvreml.wald` for what that means).
+            ``"satterthwaite"``: each term's Satterthwaite df (lmerTest's; see
+            :mod:`mvreml.dendf`); ``"kr"``: Kenward-Roger df, with F from the adjusted
+            covariance Phi_A (lmerTest / pbkrtest; see :mod:`mvreml.kenward_roger`: dense in the
+            observations, structures linear in their parameters only). Computed for each
+            term's conditional hypothesis (``denDF``, used by ``p_con``) and its incremental
+            one (``denDF_inc``, used by ``p_inc``); both need the fitted model (not available
+            on a Result read from JSON).
 
         Returns
         -------
-        DataFrame by fixed term: df, denDF, F_inc, F_con, p_inc, p_con.
+        DataFrame by fixed term: df, denDF, F_inc, F_con, p_inc, p_con (and denDF_inc with
+        ``den_df="satterthwaite"``).
         """
-        return wald_table(self.fixef, self.fixef_vcov, self.fixed_terms, self.n_obs,
-                          self.rank_x, den_df)
+        if not isinstance(den_df, str):
+            return wald_table(self.fixef, self.fixef_vcov, self.fixed_terms, self.n_obs,
+                              self.rank_x, den_df)
+        method = den_df.strip().lower()
+        method = "kr" if method in ("kenward-roger", "kenward_roger") else method
+        if method not in ("satterthwaite", "kr"):
+            raise ModelError(f"den_df={den_df!r}: give a number, a dict term -> df, 'satterthwaite' or 'kr'")
+        fitted = getattr(self, "_fitted", None)
+        if fitted is None:
+            raise ModelError(f"den_df={den_df!r} needs the fitted model, which a Result read from "
+                             "JSON does not carry: refit with mvreml.fit")
+        model, theta = fitted
+        free = self.varcomp["bound"].isin(["P", "U"]).to_numpy()
+        vcov = self.fixef_vcov
+        if method == "satterthwaite":
+            from .dendf import SatterthwaiteParts, wald_satterthwaite
 
-    def predict(self, L) -> pd.DataFrame:
-        """Fixed-effect predictions ``L b`` with standard errors.
+            inc, con = wald_satterthwaite(self.fixef, self.fixed_terms, SatterthwaiteParts(model, theta, free))
+        else:
+            from .kenward_roger import KenwardRoger, wald_kenward_roger
+
+            kr = KenwardRoger(model, theta, free)
+            inc_s, con_s = wald_kenward_roger(self.fixef, self.fixed_terms, kr)
+            vcov = kr.phi_adj            # the F statistics use the adjusted covariance
+            inc = {t: v[0] for t, v in inc_s.items()}
+            con = {t: v[0] for t, v in con_s.items()}
+        out = wald_table(self.fixef, vcov, self.fixed_terms, self.n_obs, self.rank_x, con)
+        if method == "kr":              # K&R's scaled statistics F* = lambda F
+            out["F_inc"] = out["F_inc"] * np.array([inc_s[t][1] for t in out.index])
+            out["F_con"] = out["F_con"] * np.array([con_s[t][1] for t in out.index])
+            out["p_con"] = stats.f.sf(out["F_con"], out["df"], out["denDF"])
+        den_inc = np.array([inc[t] for t in out.index])
+        out.insert(2, "denDF_inc", den_inc)
+        out["p_inc"] = stats.f.sf(out["F_inc"], out["df"], den_inc)
+        return out
+
+    def predict(self, L=None, *, classify=None, present=None, average=None, ignore=None, use=None,
+                levels=None, sed: bool = False):
+        """Predicted means by ``classify`` (asreml-R's rules), or fixed-effect combinations ``L b``.
 
         Parameters
         ----------
-        L : array-like (k x p), DataFrame or Series
-            Coefficients of the combinations; a DataFrame/Series has fixed-effect names as
-            columns (others count as 0) and its index names the predictions.
+        L : array-like (k x p), DataFrame or Series, optional
+            Coefficients of fixed-effect combinations; a DataFrame/Series has fixed-effect
+            names as columns (others count as 0) and its index names the predictions.
+        classify : str, optional
+            The table to predict: ``"gen"``, ``"site:gen"``, ``"trait:gen"``. Fixed factors
+            not in it are averaged with equal weights, covariates taken at their mean, random
+            terms whose variables are all classified or averaged are included (BLUP-based
+            predictions), other random terms are left out (see :mod:`mvreml.predict`).
+        present, average, ignore, use, levels
+            As asreml-R's predict (see :func:`mvreml.predict.classify_predictions`).
+        sed : bool
+            With ``classify``: also the SED matrix and avsed (returns a
+            :class:`mvreml.predict.Predictions`).
 
         Returns
         -------
-        DataFrame: estimate, std_error.
+        DataFrame: with ``L``, estimate and std_error; with ``classify``, the classify
+        columns, predicted_value, std_error and status (estimable / not estimable and why).
+
+        Raises
+        ------
+        ModelError
+            ``classify=`` on a Result read back from JSON: predictions need the fitted model.
 
         Examples
         --------
+        >>> res.predict(classify="loc:gen")
         >>> res.predict(pd.DataFrame({"(Intercept)": [1, 1], "sex_2": [0, 1]}, index=["F", "M"]))
         """
-        return linear_combination(L, self.fixef, self.fixef_vcov)
+        if classify is None:
+            if L is None:
+                raise ModelError("predict needs classify= (e.g. 'gen') or a matrix L of fixed-effect coefficients")
+            return linear_combination(L, self.fixef, self.fixef_vcov)
+        if L is not None:
+            raise ModelError("give either L or classify=, not both")
+        fitted = getattr(self, "_fitted", None)
+        if fitted is None:
+            raise ModelError("predict(classify=...) needs the fitted model (its design and the factor of "
+                             "the mixed-model equations), which a Result read from JSON does not carry: "
+                             "refit with mvreml.fit to predict")
+        from .predict import classify_predictions
+
+        model, theta = fitted
+        return classify_predictions(model, theta, classify, present=present, average=average,
+                                    ignore=ignore, use=use, levels=levels, sed=sed)
 
     # ------------------------------------------------------------------ reporting
     def summary(self) -> "_summary.Summary":

@@ -26,8 +26,9 @@ Denominator df
     model, an upper bound on asreml's numerical (Kenward-Roger type) denominator df. For
     gryphon model 2 that is 852 against asreml's 831 for ``sex``: at F = 4 the p values are
     0.04582 and 0.04583. With few levels of a random term containing the fixed term (e.g. treatments
-    tested against a handful of blocks) it is anti-conservative: pass ``den_df`` (a number, or
-    a dict term -> df) to use containment or Kenward-Roger df computed elsewhere.
+    tested against a handful of blocks) it is anti-conservative: ``Result.wald(den_df=
+    "satterthwaite")`` or ``"kr"`` computes them (mvreml.dendf, mvreml.kenward_roger), or pass
+    ``den_df`` (a number, or a dict term -> df) to use df computed elsewhere.
 """
 from __future__ import annotations
 
