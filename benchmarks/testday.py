@@ -32,12 +32,16 @@ PE_TRUE = np.diag([2.0, 0.6, 0.3])
 
 def simulate(n: int, n_tests: int = 10, seed: int = 2):
     rng = np.random.default_rng(seed)
-    founders = max(500, n // 20)
+    # 10 discrete generations, parents from the previous one: a few sires (even numbers) each
+    # mated to many dams (odd numbers), as a breeding programme; random parents among all
+    # earlier animals would make the pedigree a random graph whose factor fills in densely
+    gen_size = n // 10
     sire = np.zeros(n, np.int64) - 1
     dam = np.zeros(n, np.int64) - 1
-    i = np.arange(founders, n)
-    sire[founders:] = 2 * rng.integers(0, i // 2)
-    dam[founders:] = 2 * rng.integers(0, (i - 1) // 2) + 1
+    i = np.arange(gen_size, n)
+    first = (i // gen_size - 1) * gen_size
+    sire[gen_size:] = first + 2 * rng.integers(0, max(25, gen_size // 400), len(i))   # few sires
+    dam[gen_size:] = first + 2 * rng.integers(0, gen_size // 2, len(i)) + 1
     L = np.linalg.cholesky(G_TRUE)
     a = np.zeros((n, 3))
     ms = rng.standard_normal((n, 3)) @ L.T

@@ -176,10 +176,16 @@ def test_simulated_test_day_model_recovers_truth():
     us(leg(dim, 2)) additive and diag(leg(dim, 2)) permanent-environment coefficients."""
     rng = np.random.default_rng(2)
     n, n_tests = 10_000, 10
-    rows = [(f"A{i}", 0, 0) for i in range(500)]
-    for i in range(500, n):
-        # sires are even-numbered animals, dams odd-numbered ones, both from earlier animals
-        rows.append((f"A{i}", f"A{2 * rng.integers(0, i // 2)}", f"A{2 * rng.integers(0, (i - 1) // 2) + 1}"))
+    # 10 discrete generations of 1,000, as a breeding programme: 25 sires of the previous
+    # generation (even numbers) each mated to many of its dams (odd numbers). Random parents
+    # among all earlier animals would make the pedigree a random graph, whose Cholesky factor
+    # fills in like a dense matrix.
+    gen_size = n // 10
+    rows = [(f"A{i}", 0, 0) for i in range(gen_size)]
+    for i in range(gen_size, n):
+        first = (i // gen_size - 1) * gen_size
+        rows.append((f"A{i}", f"A{first + 2 * rng.integers(0, 25)}",
+                     f"A{first + 2 * rng.integers(0, gen_size // 2) + 1}"))
     P = mvreml.Pedigree(pd.DataFrame(rows, columns=["animal", "sire", "dam"]))
     Gtrue = np.array([[4.0, 1.0, -0.3], [1.0, 1.5, 0.2], [-0.3, 0.2, 0.5]])
     PEtrue = np.diag([2.0, 0.6, 0.3])
