@@ -195,7 +195,6 @@ def _grid(m: _Model, classify, avg_factors, present, weights, levels_opt):
             order = want
         lv[v] = order
     combos = list(itertools.product(*(lv[v] for v in classify))) if classify else [()]
-    k = len(combos)
     pres = [v for v in present if v not in classify]
     pres_cls = [v for v in present if v in classify]
     other = [v for v in avg_factors if v not in present]

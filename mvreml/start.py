@@ -144,7 +144,6 @@ def starting_values(design: Design, blocks, init, P: np.ndarray):
     if unknown:
         raise StartingValueError(f"init names terms {unknown} that are not in the model "
                                  f"(terms: {sorted(names)})", term=unknown[0])
-    v = np.diag(P)
     n_res = sum(b.k is None for b in blocks)
     n_rand = len(blocks) - n_res
     theta = np.zeros(blocks[-1].stop)

@@ -31,7 +31,7 @@ from .factor import FactorAnalytic
 from .linear import Diag, Id, Idv, Us
 from .product import Product
 from .ar1 import Ar1v
-from .public import AR1, FA, US, Corgh, Corh, Corv, Diag, Id, Idv
+from .public import AR1, FA, US, Corgh, Corh, Corv, Diag, Id, Idv  # noqa: F811  (friendlier constructors, same classes)
 
 __all__ = ["Structure", "make_structure", "STRUCTURE_NAMES", "REGISTRY", "nearest_pd", "em_update",
            "jacobian_elements", "correlation_matrix", "vech_pairs", "Id", "Idv", "Diag", "Us", "US",
