@@ -1,5 +1,5 @@
 """Likelihood-ratio tests between nested REML fits (``mvreml.lrt``)."""
-from __future__ import annotations
+from __future__ import annotations  # the Result annotations stay strings
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -92,6 +92,8 @@ def lrt(small: Result, big: Result, boundary=None) -> LRT:
         structure of ``small`` that ``big`` does not contain, ``big`` without more parameters,
         or ``big`` fitting worse than ``small`` (one fit did not reach its maximum).
     """
+    from .results import Result  # noqa: F811  (at run time: results imports this module)
+
     if not isinstance(small, Result) or not isinstance(big, Result):
         raise ComparisonError("lrt compares two mvreml.Result objects")
     if small.n_obs != big.n_obs:
