@@ -12,7 +12,7 @@ from mvreml.design import build_design
 from mvreml.formula import parse_fixed, parse_random, parse_residual
 from mvreml.likelihood import REMLModel
 
-from dense import dense_loglik, dense_parts, dense_score_ai
+from dense import assert_engine_matches_dense, dense_parts
 
 
 def _random_pd(rng, t, scale):
@@ -86,27 +86,7 @@ def test_loglik_score_ai_match_dense(case):
     kw, fixed, random, residual, weights = CASES[case]
     df = _data(case, **kw)
     design, blocks, model, theta = _model(df, fixed, random, residual, weights, seed=case)
-    ev = model.evaluate(theta)
-    mats = [b.structure.matrix(theta[b.slice]) for b in blocks]
-    parts = dense_parts(design)
-    ref = dense_loglik(design, mats, parts)
-    assert ev.loglik == pytest.approx(ref, rel=1e-8)
-
-    score, ai = dense_score_ai(design, blocks, theta)
-    np.testing.assert_allclose(ev.score, score, rtol=1e-6, atol=1e-8 * np.abs(score).max())
-    np.testing.assert_allclose(ev.ai, ai, rtol=1e-6, atol=1e-8 * np.abs(ai).max())
-
-    # the score is the gradient of the dense log L (central differences)
-    fd = np.zeros_like(theta)
-    for i in range(len(theta)):
-        h = 1e-5 * max(abs(theta[i]), 1e-3)
-        tp, tm = theta.copy(), theta.copy()
-        tp[i] += h
-        tm[i] -= h
-        lp = dense_loglik(design, [b.structure.matrix(tp[b.slice]) for b in blocks], parts)
-        lm = dense_loglik(design, [b.structure.matrix(tm[b.slice]) for b in blocks], parts)
-        fd[i] = (lp - lm) / (2 * h)
-    np.testing.assert_allclose(ev.score, fd, rtol=1e-4, atol=1e-6 * np.abs(fd).max())
+    assert_engine_matches_dense(design, blocks, model, theta)
 
 
 def test_em_update_of_residual_matches_complete_data_formula():

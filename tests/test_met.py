@@ -19,7 +19,7 @@ from mvreml.errors import DataError, FormulaError
 from mvreml.formula import parse_fixed, parse_random, parse_residual
 from mvreml.likelihood import REMLModel
 
-from dense import dense_loglik, dense_parts, dense_score_ai
+from dense import assert_engine_matches_dense
 
 
 # ---------------------------------------------------------------- published fits
@@ -166,23 +166,7 @@ def test_met_structures_match_dense(case):
     df = _met_data(case, **kw)
     relmat = {"ped": _pedigree(df["gen"].nunique(), case)} if with_ped else None
     design, blocks, model, theta = _model(df, fixed, random, residual, relmat, seed=case)
-    ev = model.evaluate(theta)
-    mats = [b.structure.matrix(theta[b.slice]) for b in blocks]
-    parts = dense_parts(design)
-    assert ev.loglik == pytest.approx(dense_loglik(design, mats, parts), rel=1e-8)
-    score, ai = dense_score_ai(design, blocks, theta)
-    np.testing.assert_allclose(ev.score, score, rtol=1e-6, atol=1e-8 * np.abs(score).max())
-    np.testing.assert_allclose(ev.ai, ai, rtol=1e-6, atol=1e-8 * np.abs(ai).max())
-    fd = np.zeros_like(theta)
-    for i in range(len(theta)):
-        h = 1e-5 * max(abs(theta[i]), 1e-3)
-        tp, tm = theta.copy(), theta.copy()
-        tp[i] += h
-        tm[i] -= h
-        lp = dense_loglik(design, [b.structure.matrix(tp[b.slice]) for b in blocks], parts)
-        lm = dense_loglik(design, [b.structure.matrix(tm[b.slice]) for b in blocks], parts)
-        fd[i] = (lp - lm) / (2 * h)
-    np.testing.assert_allclose(ev.score, fd, rtol=1e-4, atol=1e-6 * np.abs(fd).max())
+    assert_engine_matches_dense(design, blocks, model, theta)
 
 
 def test_z_of_a_three_way_product_from_the_data():
