@@ -149,8 +149,15 @@ def pairwise(fixed: str, random: str | None = None, residual: str | None = None,
     for s in sets:
         f, r, e = sub_model(fspec, rspec, resid, s)
         jobs.append(dict(name=",".join(s), fixed=f, random=r, residual=e, data=data, **options))
-    fits = fit_many(jobs, client=client, store=store, n_workers=n_workers, retry_failed=retry_failed,
-                    progress=progress)
+    # the bivariate fits (the longest) go first, so that no worker is left with one at the end
+    order = sorted(range(len(sets)), key=lambda i: -len(sets[i]))
+    done = fit_many([jobs[i] for i in order], client=client, store=store, n_workers=n_workers,
+                    retry_failed=retry_failed, progress=progress)
+    records = [None] * len(sets)
+    for rec, i in zip(done, order):
+        rec.index = i
+        records[i] = rec
+    fits = Fits(records)
     combined = combine({s: rec.result for s, rec in zip(sets, fits)}, traits, model_terms(fspec, rspec),
                        counts=_counts(data, traits), weights=bend_weights)
     # the reasons of the failures instead of combine's bare "failed"
