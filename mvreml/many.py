@@ -144,7 +144,8 @@ def _call_fit(job: Mapping) -> Result:
 
 
 def run_job(job: Mapping) -> dict:
-    """Fit one job and return its outcome as plain values (what a worker sends back).
+    """Fit one job and return its outcome (what a worker sends back): status, the Result or
+    the error, the warnings and the wall time.
 
     Every exception of the fit is caught and returned as ``{"type", "message"}``: a job that
     fails must not stop the others. Warnings are collected as text.
@@ -153,8 +154,8 @@ def run_job(job: Mapping) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = _call_fit(job)
-            out = {"status": "ok", "result": result.to_json(), "error": None}
+            # the Result itself: pickled by dask (much faster than JSON); JSON only for the store
+            out = {"status": "ok", "result": _call_fit(job), "error": None}
         except Exception as exc:          # noqa: BLE001 -- recorded, the run goes on
             out = {"status": "failed", "result": None,
                    "error": {"type": type(exc).__name__, "message": str(exc)}}
@@ -189,7 +190,7 @@ def _write(store: Path, key: str, name, job: Mapping, out: dict) -> None:
     meta = dict(key=key, name=name, status=out["status"], seconds=float(out["seconds"]),
                 warnings=list(out["warnings"]), error=out["error"], inputs=_describe(job))
     if out["status"] == "ok":
-        doc = json.loads(out["result"])
+        doc = json.loads(out["result"].to_json())
     else:
         doc = {"format": _ERROR_FORMAT, "version": 1}
     doc["job"] = meta
@@ -216,8 +217,7 @@ def _read(store: Path, key: str, index: int, name) -> FitRecord | None:
 
 
 def _record(index, name, key, out: dict) -> FitRecord:
-    result = Result.from_json(out["result"]) if out["status"] == "ok" else None
-    return FitRecord(index, name, key, out["status"], "fit", result, out["error"], list(out["warnings"]),
+    return FitRecord(index, name, key, out["status"], "fit", out["result"], out["error"], list(out["warnings"]),
                      float(out["seconds"]))
 
 
