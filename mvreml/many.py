@@ -342,7 +342,7 @@ class _Dask:
     def close(self) -> None:
         for fut in list(self.meta):
             fut.cancel()
-        if self.own:
+        if self.own:                    # made here: a LocalCluster, or a client of an address
             cluster = self.client.cluster
             self.client.close()
             if cluster is not None:
@@ -394,11 +394,12 @@ def fit_many(jobs, client=None, store=None, *, n_workers: int | None = None, ret
         Each a dict of :func:`mvreml.fit` arguments (``fixed``, ``random``, ``residual``, ``data``,
         ``relmat``, ``init``, ``maxiter``, ...) and optionally ``name`` (a label for the
         summary). A generator is consumed lazily (a bounded number of fits in flight).
-    client : None, "serial" or distributed.Client
+    client : None, "serial", str or distributed.Client
         None: a LocalCluster of processes made for this call (one BLAS thread each; see
         :func:`local_client`) when dask.distributed is installed and there are at least two
-        fits to run, else serially. "serial": in this process, one after another. A Client:
-        its cluster (left running).
+        fits to run, else serially. "serial": in this process, one after another. A
+        scheduler address ("tcp://host:8786") or a Client: that cluster (left running; workers
+        with one thread each, as processes, suit fits best).
     store : str or path, optional
         Directory of results, one JSON file per fit named ``<key>.json`` by a hash of the job's
         inputs, written as soon as each fit finishes. Jobs found there are not fitted again.
@@ -418,15 +419,21 @@ def fit_many(jobs, client=None, store=None, *, n_workers: int | None = None, ret
     Raises
     ------
     ArgumentError
-        ``client`` of the wrong kind, or ``store`` that is not a directory. A job that is
+        ``client`` of the wrong kind (or an address without dask installed), or ``store``
+        that is not a directory. A job that is
         wrong (not a dict, an unknown argument, a bad option, data or formula) does not
         raise: it fails alone, with its error in its record (and in the store when its
         inputs could be hashed).
     """
     distributed = _distributed()
-    if not (client is None or client == "serial" or hasattr(client, "submit")):
-        raise ArgumentError(f"client= takes None, 'serial' or a dask.distributed Client, not "
-                            f"{type(client).__name__}", argument="client")
+    serial = isinstance(client, str) and client == "serial"
+    address = isinstance(client, str) and not serial
+    if not (client is None or isinstance(client, str) or hasattr(client, "submit")):
+        raise ArgumentError(f"client= takes None, 'serial', a scheduler address or a dask.distributed "
+                            f"Client, not {type(client).__name__}", argument="client")
+    if address and distributed is None:
+        raise ArgumentError(f"client={client!r} names a dask scheduler, but dask.distributed is not installed: "
+                            "pip install 'mvreml[dask]'", argument="client")
     folder = None
     if store is not None:
         folder = Path(store)
@@ -494,13 +501,15 @@ def fit_many(jobs, client=None, store=None, *, n_workers: int | None = None, ret
                     break
                 prepare(index, job)
             if runner is None and pending:
-                if client == "serial" or (client is None and (distributed is None or len(pending) < 2)):
+                if serial or (client is None and (distributed is None or len(pending) < 2)):
                     runner = _Serial()
+                elif client is None:
+                    cpus = os.cpu_count() or 1
+                    runner = _Dask(local_client(n_workers or min(cpus, total or cpus)), own=True)
+                elif address:
+                    runner = _Dask(distributed.Client(client), own=True)
                 else:
-                    own = client is None
-                    runner = _Dask(local_client(n_workers if n_workers else
-                                                min(os.cpu_count() or 1, total or os.cpu_count() or 1))
-                                   if own else client, own)
+                    runner = _Dask(client, own=False)
             while pending and runner.room():
                 runner.submit(pending.popleft())
             if runner is not None and runner.busy():

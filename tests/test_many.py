@@ -380,3 +380,17 @@ def test_default_local_cluster_equals_serial(data):
     assert on_dask[4].error["type"] == "FormulaError"
     for a, b in zip(on_dask.results[:4], serial.results[:4]):
         assert a.loglik == b.loglik
+
+
+def test_client_argument_is_checked(data):
+    with pytest.raises(mvreml.errors.ArgumentError, match="client="):
+        mvreml.fit_many(_jobs(data)[:1], client=4)
+    if distributed is None:
+        with pytest.raises(mvreml.errors.ArgumentError, match="not installed"):
+            mvreml.fit_many(_jobs(data)[:1], client="tcp://127.0.0.1:8786")
+
+
+def test_a_client_by_scheduler_address(client, data):
+    fits = mvreml.fit_many(_jobs(data)[:2], client=client.scheduler.address, progress=False)
+    assert [r.status for r in fits] == ["ok", "ok"]
+    assert client.status == "running"                  # the cluster given is left running
