@@ -3,7 +3,8 @@
 The S pedigree trial (10k animals, y1..y3, the model of ``benchmarks/run.py``'s "T") has 3
 univariate and 3 bivariate sub-models. They are fitted serially in this process, then on a
 LocalCluster of 1 and of 2 worker processes (one BLAS thread each; the cluster is started and
-warmed up before the clock starts: its start-up is reported apart). Every run must give the
+warmed up before the clock starts: its start-up is reported apart), the three interleaved
+repeat after repeat. Every run must give the
 same log L per sub-model. A dated section is appended to benchmarks/RESULTS.md.
 
     python -m benchmarks.many [--size S] [--repeats 2] [--json FILE] [--no-append]
@@ -51,32 +52,37 @@ def run(size: str = "S", repeats: int = 2) -> dict:
            "machine": machine.machine(), "commit": machine.git_commit(), "runs": []}
     logliks = {}
 
-    def timed(label, client, startup=None):
-        for r in range(repeats):
-            load = machine.machine()["load1"]
-            t = time.perf_counter()
-            pw = mvreml.pairwise(client=client, **args)
-            wall = time.perf_counter() - t
-            assert not pw.fits.failed, pw.fits.summary()
-            ll = [rec_.result.loglik for rec_ in pw.fits]
-            logliks.setdefault("ref", ll)
-            rec["runs"].append(dict(label=label, repeat=r, wall=wall, load1_before=load, startup=startup,
-                                    fit_seconds=sum(x.seconds for x in pw.fits),
-                                    max_dloglik=max(abs(a - b) for a, b in zip(ll, logliks["ref"])),
-                                    fits=[dict(name=x.name, seconds=x.seconds, loglik=x.result.loglik,
-                                               iterations=x.result.iterations) for x in pw.fits]))
-            print(f"{label} run {r}: {wall:.2f} s (load {load})", flush=True)
-
-    timed("serial (this process)", "serial")
-    for n in (1, 2):
+    def timed(label, client, r, startup=None):
+        load = machine.machine()["load1"]
         t = time.perf_counter()
-        client = local_client(n)
-        startup = time.perf_counter() - t + _warm(client)
-        try:
-            timed(f"{n} worker{'s' if n > 1 else ''}", client, startup)
-        finally:
-            cluster = client.cluster
-            client.close()
+        pw = mvreml.pairwise(client=client, **args)
+        wall = time.perf_counter() - t
+        assert not pw.fits.failed, pw.fits.summary()
+        ll = [x.result.loglik for x in pw.fits]
+        logliks.setdefault("ref", ll)
+        rec["runs"].append(dict(label=label, repeat=r, wall=wall, load1_before=load, startup=startup,
+                                fit_seconds=sum(x.seconds for x in pw.fits),
+                                max_dloglik=max(abs(a - b) for a, b in zip(ll, logliks["ref"])),
+                                fits=[dict(name=x.name, seconds=x.seconds, loglik=x.result.loglik,
+                                           iterations=x.result.iterations) for x in pw.fits]))
+        print(f"{label} run {r}: {wall:.2f} s (load {load})", flush=True)
+
+    clients, startup = {}, {}
+    try:
+        for n in (1, 2):
+            t = time.perf_counter()
+            clients[n] = local_client(n)
+            startup[n] = time.perf_counter() - t + _warm(clients[n])
+        # the runs interleaved (serial, 1 worker, 2 workers, again ...): a change in the load
+        # of the shared machine falls on all three alike
+        for r in range(repeats):
+            timed("serial (this process)", "serial", r)
+            timed("1 worker", clients[1], r, startup[1])
+            timed("2 workers", clients[2], r, startup[2])
+    finally:
+        for c in clients.values():
+            cluster = c.cluster
+            c.close()
             cluster.close()
     return rec
 
@@ -95,7 +101,8 @@ def render(rec: dict) -> str:
              f"{rec['commit']}. Model: `{rec['model']['fixed']}`, `{rec['model']['random']}`, "
              f"`{rec['model']['residual']}`; {len(fits)} sub-models (3 univariate, 3 bivariate) of "
              "`mvreml.pairwise`, A^-1 built once and sent to the cluster once. One BLAS thread per "
-             "process; the cluster's start-up (and warm-up import) is outside the clock.", "",
+             "process; the clusters' start-up (and warm-up import) is outside the clock; the runs are "
+             "interleaved (serial, 1 worker, 2 workers, repeated).", "",
              "| run | wall (s) per repeat | best (s) | sum of fit times (s) | load1 before | start-up (s) |",
              "|---|---|---|---|---|---|"]
     for label in dict.fromkeys(r["label"] for r in rec["runs"]):
