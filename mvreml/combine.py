@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .bending import Bent, bend
+from .bending import bend
 from .errors import ArgumentError, StartingValueError
 
 __all__ = ["Combined", "combine", "sub_trait_sets"]

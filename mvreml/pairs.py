@@ -121,6 +121,8 @@ def pairwise(fixed: str, random: str | None = None, residual: str | None = None,
     StartingValueError
         Structures on factors other than trait, or a variance no sub-model gave.
     """
+    if bend_weights not in ("variance", "records"):
+        raise ArgumentError(f"bend_weights={bend_weights!r}: use 'variance' or 'records'", argument="bend_weights")
     bad = [k for k in _NOT_FOR_SUBMODELS if k in options]
     if bad:
         raise ArgumentError(f"pairwise() fits sub-models from their own starting values; {bad[0]}= does not "

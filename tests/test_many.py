@@ -163,6 +163,14 @@ def test_weighted_bending_moves_the_least_precise_correlation_most():
     # r13 rests on 60 records, r12 and r23 on 300: r13 gives way
     assert moved[0, 2] > 2 * max(moved[0, 1], moved[1, 2])
     assert any("bent (weighted" in n for n in pw.notes)
+    # the same with weights from the numbers of records the pairs share (60 against 300)
+    by_n = mvreml.pairwise(fixed, None, RES, data=df, client="serial", progress=False, bend_weights="records")
+    Cn = by_n.init["units"].to_numpy()
+    dn = np.sqrt(np.diag(Cn))
+    moved_n = np.abs(Cn / np.outer(dn, dn) - raw)
+    assert np.linalg.eigvalsh(Cn)[0] > 0 and moved_n[0, 2] > 2 * max(moved_n[0, 1], moved_n[1, 2])
+    with pytest.raises(mvreml.errors.ArgumentError, match="bend_weights"):
+        mvreml.pairwise(fixed, None, RES, data=df, client="serial", progress=False, bend_weights="nope")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = mvreml.fit(fixed, None, RES, data=df, init=pw.init)
