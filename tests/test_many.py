@@ -202,6 +202,31 @@ def test_init_pairwise_starts_from_the_same_combination(monkeypatch):
     np.testing.assert_allclose(seen[0]["units"].to_numpy(), pw.init["units"].to_numpy(), rtol=1e-9)
 
 
+def test_pairwise_goes_on_when_a_sub_model_fails(monkeypatch, data):
+    """A failed sub-model loses only its share: its error is in the records and the notes, its
+    correlation (NaN in the estimate) is filled in and free to move in bending."""
+    real = many._call_fit
+
+    def failing(job):
+        if job.get("name") == "T2,T5":
+            raise mvreml.errors.ModelError("simulated failure of T2,T5")
+        return real(job)
+
+    monkeypatch.setattr(many, "_call_fit", failing)
+    pw = mvreml.pairwise(FIX, RAN, RES, data=data, client="serial", progress=False)
+    assert [r.name for r in pw.fits.failed] == ["T2,T5"]
+    assert pw.fits.failed[0].error == {"type": "ModelError", "message": "simulated failure of T2,T5"}
+    assert pw.result("T2", "T5") is None
+    assert "T2,T5 failed (ModelError: simulated failure" in pw.notes[0]
+    for term in ("Family", "units"):
+        assert np.isnan(pw.estimate[term].loc["T2", "T5"]) and np.isnan(pw.se[term].loc["T2", "T5"])
+        C = pw.init[term].to_numpy()
+        assert np.all(np.isfinite(C)) and np.linalg.eigvalsh(C)[0] > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert mvreml.fit(FIX, RAN, RES, data=data, init=pw.init).converged
+
+
 def test_pairwise_refuses_what_does_not_apply(data):
     with pytest.raises(mvreml.errors.ArgumentError, match="init= does not apply"):
         mvreml.pairwise(FIX, RAN, RES, data=data, init={"Family": np.eye(6)})
