@@ -203,7 +203,7 @@ def combine(fits: dict, traits, terms: dict, *, P=None, counts=None, weights: st
             for j, b in enumerate(ttr[:i]):
                 res = fits.get((a, b), fits.get((b, a)))
                 se[i, j] = se[j, i] = _element_se(res, term, a, b) if res is not None else np.nan
-        sd_raw = np.sqrt(np.where(var > 0, var, np.nan))
+        sd_raw = np.sqrt(np.where(var >= 0, var, np.nan))
         lab = dict(index=list(ttr), columns=list(ttr))
         out.estimate[term] = pd.DataFrame(R * np.outer(sd_raw, sd_raw), **lab)
         out.se[term] = pd.DataFrame(se, **lab)
@@ -219,12 +219,13 @@ def combine(fits: dict, traits, terms: dict, *, P=None, counts=None, weights: st
                     raise StartingValueError(f"no sub-model fit gave the variance of {a!r} for term {term!r} "
                                              "(its univariate and bivariate fits all failed)", term=term)
                 var[i] = p_ii / n_terms
-                notes.append(f"{term}: the variance of {a} is 1/{n_terms} of its phenotypic variance (no fit gave it)")
+                notes.append(f"{term}: the variance of {a} is 1/{n_terms} of its phenotypic variance "
+                             "(no fit gave it)")
             if np.isfinite(p_ii) and p_ii > 0:
                 var[i] = max(var[i], MIN_START_VAR * p_ii)
             elif var[i] <= 0:
-                raise StartingValueError(f"the variance of {a!r} for term {term!r} is {var[i]:.3g} and there is no "
-                                         "phenotypic variance to start it from", term=term)
+                raise StartingValueError(f"the variance of {a!r} for term {term!r} is {var[i]:.3g} and there "
+                                         "is no phenotypic variance to start it from", term=term)
         Rs = R.copy()
         for i, j in missing:
             den = np.sqrt(Pt[i, i] * Pt[j, j])

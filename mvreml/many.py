@@ -461,7 +461,8 @@ def fit_many(jobs, client=None, store=None, *, n_workers: int | None = None, ret
             unknown = [k for k in job if k not in FIT_ARGUMENTS and k != "name"]
             if unknown:
                 raise ArgumentError(f"job {index} has arguments {unknown} that mvreml.fit does not take "
-                                    f"(it takes {', '.join(FIT_ARGUMENTS)} and a label 'name')", argument=unknown[0])
+                                    f"(it takes {', '.join(FIT_ARGUMENTS)} and a label 'name')",
+                                    argument=unknown[0])
             for need in ("fixed", "data"):
                 if need not in job:
                     raise ArgumentError(f"job {index} has no {need!r}", argument=need)
