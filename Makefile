@@ -41,7 +41,7 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py $(wildcard mvreml
 	else spec="scikit-sparse>=0.4.12,<0.5"; iso="--no-build-isolation"; fi; \
 	echo "SuiteSparse $$ver -> $$spec (mvreml/cholmod.py adapts to either API)"; \
 	$(PIP) install -q $$iso "$$spec"
-	$(PIP) install -q --no-build-isolation -e ".[test,plot]"
+	$(PIP) install -q --no-build-isolation -e ".[test,plot,dask]"   # dask: tests/test_many.py runs on it
 	touch $@
 
 build: setup

@@ -7,6 +7,8 @@ The public contract (see README):
 ...                  random="~ us(trait):Family + diag(trait):Block",
 ...                  residual="~ units:us(trait)", data=df)
 >>> res.covariance("Family"); res.vpredict("Family[velocity,density] / ..."); mvreml.lrt(m3, m4)
+>>> pw = mvreml.pairwise("cbind(T1, ..., T6) ~ trait", ..., store="fits/")   # 21 sub-models
+>>> mvreml.fit("cbind(T1, ..., T6) ~ trait", ..., init=pw.init)
 
 Embedding programs build a model from arrays: ``mvreml.Model(y, X, random=[mvreml.Random(Z,
 mvreml.structures.US(2), Kinv=Ainv, name="animal")])`` (see :mod:`mvreml.model`).
@@ -19,11 +21,13 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["fit", "lrt", "Result", "Pedigree", "errors", "relmat", "structures", "Model", "Random", "Residual",
-           "Evaluation", "Solution", "__version__"]
+__all__ = ["fit", "fit_many", "pairwise", "lrt", "Result", "Pedigree", "errors", "relmat", "structures", "Model",
+           "Random", "Residual", "Evaluation", "Solution", "__version__"]
 
 _LAZY = {
     "fit": ("mvreml.api", "fit"),
+    "fit_many": ("mvreml.many", "fit_many"),    # many fits, serial or on dask.distributed
+    "pairwise": ("mvreml.pairs", "pairwise"),   # all univariate + bivariate sub-models, combined
     "lrt": ("mvreml.results", "lrt"),
     "Result": ("mvreml.results", "Result"),
     "Pedigree": ("mvreml.pedigree", "Pedigree"),

@@ -110,14 +110,43 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     t_start = time.perf_counter()
     options = fit_options(relmat=relmat, fix=fix, weights=weights, maxiter=maxiter, verbose=verbose,
                           ordering=ordering, tol=tol, missing_animals=missing_animals)
-    fix = options.pop("fix")
     fspec = parse_fixed(fixed)
     rspec = parse_random(random, fspec.response)
     resid = parse_residual(residual, fspec.response)
-    options.update(checkpoint=checkpoint, resume=resume, threads=threads)
+    options["threads"] = threads
     label = resid.label if residual is None else residual
-    result, state = _fit_parsed(fspec, rspec, resid, data, init=init, fix=fix, labels=(fixed, random, label),
-                                **options)
+    return _fit_warn(fspec, rspec, resid, data, init, options, (fixed, random, label), t_start,
+                     checkpoint=checkpoint, resume=resume)
+
+
+def fit_specs(fspec, rspec, resid, *, data: pd.DataFrame, init=None, checkpoint=None, resume=None,
+              **options):
+    """:func:`fit` on a parsed model (the sub-models of :func:`mvreml.pairwise`).
+
+    Parameters
+    ----------
+    fspec, rspec, resid
+        ``mvreml.formula`` FixedSpec, VarianceSpec and residual RandomTerm (e.g. from
+        :func:`mvreml.start.sub_model`).
+    data, init, checkpoint, resume, **options
+        As in :func:`fit` (``relmat``, ``fix``, ``weights``, ``maxiter``, ...).
+
+    Returns
+    -------
+    mvreml.Result
+        Its ``model`` formulas are None (fixed, random) and the residual's label.
+    """
+    t_start = time.perf_counter()
+    options = fit_options(**options)
+    return _fit_warn(fspec, rspec, resid, data, init, options, None, t_start,
+                     checkpoint=checkpoint, resume=resume)
+
+
+def _fit_warn(fspec, rspec, resid, data, init, options, labels, t_start, *, checkpoint, resume):
+    """Fit, then give the fit's warnings to the caller (shared by fit and fit_specs)."""
+    fix = options.pop("fix")
+    result, state = _fit_parsed(fspec, rspec, resid, data, init=init, fix=fix, labels=labels,
+                                checkpoint=checkpoint, resume=resume, **options)
     result.model["seconds"] = float(time.perf_counter() - t_start)
     if not state.converged:
         warn(state.reason, ConvergenceWarning)

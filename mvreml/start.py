@@ -22,8 +22,7 @@ from .errors import ModelError, MvremlError, StartingValueError
 from .formula import FixedSpec, Response, VarianceSpec
 from .structures import nearest_pd
 
-_MAX_START_COR = 0.95      # |correlation| of a combined starting matrix at most this
-_MIN_START_VAR = 1e-3      # a starting variance at least this share of the phenotypic variance
+_MAX_START_COR = 0.95      # |correlation| of a starting matrix at most this
 _MIN_START_PSI = 0.1       # fa: a default starting specific variance at least this share of its variance
 
 
@@ -352,8 +351,28 @@ def sub_model(fspec: FixedSpec, rspec: VarianceSpec, resid, traits: tuple):
     return fsub, VarianceSpec(tuple(rterms)), _sub_structure(resid, len(traits))
 
 
+def check_trait_model(rspec, resid, what: str = "init='pairwise'") -> None:
+    """Refuse a model with structures on factors other than trait (pairwise fits combine
+    trait matrices only)."""
+    other = [rt.label for rt in rspec.terms if rt.dims or rt.at] + ([resid.label] if resid.sections else [])
+    if other:
+        raise StartingValueError(f"{what} combines univariate and bivariate fits of the traits; it "
+                                 f"does not apply to structures on other factors ({', '.join(other)}): fit a "
+                                 "simpler model first (diag() or us() on the factor) and pass its matrices "
+                                 "with init={term: matrix}", term="init")
+
+
+def model_terms(fspec, rspec) -> dict:
+    """Term name -> the traits it covers ("units" for the residual), in model order."""
+    traits = tuple(fspec.response.traits)
+    terms = {rt.name: tuple(rt.traits or traits) for rt in rspec.terms}
+    terms["units"] = traits
+    return terms
+
+
 def pairwise_init(fspec, rspec, resid, data, fit_parsed, P: pd.DataFrame) -> dict:
-    """Starting matrices from univariate (and, for 3+ traits, bivariate) sub-model fits.
+    """Starting matrices from univariate (and, for 3+ traits, bivariate) sub-model fits,
+    combined by :func:`mvreml.combine.combine` (as :func:`mvreml.pairwise` does).
 
     Parameters
     ----------
@@ -370,51 +389,17 @@ def pairwise_init(fspec, rspec, resid, data, fit_parsed, P: pd.DataFrame) -> dic
     dict
         Term name -> trait-labelled positive definite DataFrame.
     """
+    from .combine import combine, sub_trait_sets
+
     traits = tuple(fspec.response.traits)
-    other = [rt.label for rt in rspec.terms if rt.dims or rt.at] + ([resid.label] if resid.sections else [])
-    if other:
-        raise StartingValueError(f"init='pairwise' combines univariate and bivariate fits of the traits; it "
-                                 f"does not apply to structures on other factors ({', '.join(other)}): fit a "
-                                 "simpler model first (diag() or us() on the factor) and pass its matrices "
-                                 "with init={term: matrix}", term="init")
-    var: dict = {}                # (term, trait) -> list of variance estimates
-    cor: dict = {}                # (term, a, b) -> correlation estimate
-    subsets = [(x,) for x in traits]
-    if len(traits) >= 3:
-        subsets += list(itertools.combinations(traits, 2))
-    for sub in subsets:
+    check_trait_model(rspec, resid)
+    fits = {}
+    for sub in sub_trait_sets(traits, bivariate=len(traits) >= 3):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = fit_parsed(*sub_model(fspec, rspec, resid, sub))
+                fits[sub] = fit_parsed(*sub_model(fspec, rspec, resid, sub))
         except MvremlError:       # a sub-model that cannot be fitted only loses its share
-            continue
-        for term in res.term_traits:
-            C = res.covariance(term)
-            for a in C.index:
-                if len(sub) == 1:
-                    var.setdefault((term, a), []).append(float(C.loc[a, a]))
-            if len(sub) == 2 and C.shape == (2, 2):
-                a, b = C.index
-                den = np.sqrt(max(C.loc[a, a], 0) * max(C.loc[b, b], 0))
-                if den > 0:
-                    cor[(term, a, b)] = cor[(term, b, a)] = float(C.loc[a, b] / den)
-    terms = {rt.name: (rt.traits or traits) for rt in rspec.terms}
-    terms["units"] = traits
-    n_terms = len(terms)
-    Pm = P.to_numpy()
-    rP = Pm / np.sqrt(np.outer(np.diag(Pm), np.diag(Pm)))
-    out = {}
-    for term, ttr in terms.items():
-        idx = [traits.index(x) for x in ttr]
-        share = 1.0 / n_terms
-        v = np.array([np.mean(var[(term, x)]) if (term, x) in var else share * Pm[i, i]
-                      for x, i in zip(ttr, idx)])
-        v = np.maximum(v, _MIN_START_VAR * np.diag(Pm)[idx])
-        R = np.eye(len(ttr))
-        for (i, a), (j, b) in itertools.combinations(list(enumerate(ttr)), 2):
-            R[i, j] = R[j, i] = cor.get((term, a, b), rP[idx[i], idx[j]])
-        sd = np.sqrt(v)
-        out[term] = pd.DataFrame(_tidy_correlation(R, 1e-3) * np.outer(sd, sd), index=list(ttr),
-                                 columns=list(ttr))
-    return out
+            fits[sub] = None
+    P = P.loc[list(traits), list(traits)].to_numpy()
+    return combine(fits, traits, model_terms(fspec, rspec), P=P).init
