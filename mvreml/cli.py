@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="treat these columns as factors (numeric fixed-effect columns are covariates "
                         "otherwise; random-term columns are always factors)")
     f.add_argument("--maxiter", type=int, default=50, help="maximum number of iterations (default 50)")
+    f.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads (default: 1 for small models, the available cores for large ones)")
     f.add_argument("--checkpoint", metavar="FILE", help="write the iteration state to FILE after every iterate")
     f.add_argument("--resume", metavar="FILE", help="continue an interrupted fit from its --checkpoint FILE")
     f.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
@@ -347,7 +349,8 @@ def _fit_and_write(args, flush) -> int:
     try:
         res = fit(args.fixed, random=args.random, residual=args.residual, data=data, relmat=relmat or None,
                   init=init, fix=args.fix or None, weights=args.weights, maxiter=args.maxiter,
-                  missing_animals=args.missing_animals, checkpoint=args.checkpoint, resume=args.resume)
+                  missing_animals=args.missing_animals, checkpoint=args.checkpoint, resume=args.resume,
+                  threads=args.threads)
     except FactorizationError as exc:
         flush()
         print(f"mvreml: the fit failed: {cli_words(exc)}", file=sys.stderr)

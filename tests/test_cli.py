@@ -413,3 +413,13 @@ def test_pedigree_options(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     blup = pd.read_csv(tmp_path / "o3" / "blup_animal.csv", index_col="animal")
     assert {"new1", "new2"} <= set(blup.index) and len(blup) == 52
+
+
+def test_threads_option_reaches_the_fit(trial, tmp_path):
+    d, _ = trial
+    proc = run("fit", d / "trial.csv", *BIVARIATE, "--threads", "1", "--out", tmp_path / "t", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    res = mvreml.Result.from_json((tmp_path / "t" / "result.json").read_text())
+    assert res.model["blas_threads"] == 1
+    bad = run("fit", d / "trial.csv", *BIVARIATE, "--threads", "0", "--out", tmp_path / "u", cwd=tmp_path)
+    assert bad.returncode == 2 and "threads" in bad.stderr and "Traceback" not in bad.stderr
