@@ -11,20 +11,15 @@ same log L per sub-model. A dated section is appended to benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
-import os
+import argparse
+import datetime
+import json
+import time
+import warnings
+from pathlib import Path
 
-for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_v] = "1"                 # this process too: 1 fit = 1 core, as on the workers
-
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from benchmarks import machine, problems  # noqa: E402
-from benchmarks.run import MODELS  # noqa: E402
+from benchmarks import machine, problems
+from benchmarks.run import MODELS
 
 HERE = Path(__file__).resolve().parent
 

@@ -54,7 +54,7 @@ def _instrument(likelihood, log: Path, stats: dict):
     model._factorize = counted_factorize
 
 
-def run_met(size: str, outdir: str, check: bool, maxiter: int = 50) -> dict:
+def run_met(size: str, outdir: str, check: bool, maxiter: int = 50, threads: int | None = None) -> dict:
     """Time one MET fit in this process; returns the record run.py prints as JSON."""
     t0 = time.perf_counter()
     import scipy.stats  # noqa: F401  (import time is not fit time)
@@ -86,7 +86,7 @@ def run_met(size: str, outdir: str, check: bool, maxiter: int = 50) -> dict:
         rec["ainv"] = time.perf_counter() - t
         t = time.perf_counter()
         res = mvreml.fit(met.MODEL["fixed"], random=met.MODEL["random"], residual=met.MODEL["residual"],
-                         data=data, relmat={"ped": rel}, maxiter=maxiter)
+                         data=data, relmat={"ped": rel}, maxiter=maxiter, threads=threads)
         rec["fit"] = time.perf_counter() - t
     rec["total"] = rec["read"] + rec["pedigree"] + rec["inbreeding"] + rec["ainv"] + rec["fit"]
     rec["timings"] = dict(res.model.get("timings", {}))

@@ -1,6 +1,6 @@
 """Benchmark runner: fit the pedigree trials of make_problems.py and log where the time goes.
 
-    python -m benchmarks.run --sizes S M --traits U B T [--repeat 1] [--blas-threads 1]
+    python -m benchmarks.run --sizes S M --traits U B T [--repeat 1] [--threads N]
                              [--baseline DIR] [--label TEXT] [--no-append]
 
 U fits y1, B (y1, y2), T (y1, y2, y3), with the model the problems were simulated from:
@@ -75,7 +75,7 @@ def _instrument(likelihood) -> dict:
     return stats
 
 
-def run_problem(size: str, traits: str, outdir: str, check: bool) -> dict:
+def run_problem(size: str, traits: str, outdir: str, check: bool, threads: int | None = None) -> dict:
     """Time one fit in this process (the child); returns the record printed as JSON."""
     t0 = time.perf_counter()
     import warnings
@@ -108,7 +108,7 @@ def run_problem(size: str, traits: str, outdir: str, check: bool) -> dict:
         rec["ainv"] = time.perf_counter() - t
         t = time.perf_counter()
         res = mvreml.fit(spec["fixed"], random=spec["random"], residual=spec["residual"], data=data,
-                         relmat={"ped": rel})
+                         relmat={"ped": rel}, threads=threads)
         rec["fit"] = time.perf_counter() - t
     rec["total"] = rec["read"] + rec["pedigree"] + rec["inbreeding"] + rec["ainv"] + rec["fit"]
     rec["timings"] = dict(res.model.get("timings", {}))
@@ -154,10 +154,9 @@ def spawn(size: str, traits: str, args, engine: str | None) -> dict:
         cmd += ["--engine", engine]
     if args.check and size == "S" and not engine:
         cmd += ["--check"]
-    env = dict(os.environ)
-    if args.blas_threads:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(args.blas_threads)
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    env = dict(os.environ)         # the user's environment: the engine sets its own BLAS threads
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=str(HERE.parent), env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -309,8 +308,8 @@ def main(argv=None) -> int:
     ap.add_argument("--traits", nargs="+", default=["U", "B", "T"], choices=list(MODELS))
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--outdir", default=str(problems.DEFAULT_DIR))
-    ap.add_argument("--blas-threads", type=int, default=None,
-                    help="set OPENBLAS/OMP/MKL_NUM_THREADS in the problem processes")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="fit(threads=N) in the problem processes (default: the engine's own choice)")
     ap.add_argument("--met", nargs="*", default=[], choices=sorted(met.SIZES),
                     help="also run the MET problems of these sizes (keys MET-S, MET-M)")
     ap.add_argument("--met-maxiter", type=int, default=50, help="maxiter of the MET fits")
@@ -333,9 +332,9 @@ def main(argv=None) -> int:
             sys.path.insert(0, args.engine)
         if args.child[1] == "MET":
             from .met_run import run_met
-            rec = run_met(args.child[0], args.outdir, args.check_child, args.met_maxiter)
+            rec = run_met(args.child[0], args.outdir, args.check_child, args.met_maxiter, args.threads)
         else:
-            rec = run_problem(args.child[0], args.child[1], args.outdir, args.check_child)
+            rec = run_problem(args.child[0], args.child[1], args.outdir, args.check_child, args.threads)
         print(json.dumps(rec))
         return 0
 

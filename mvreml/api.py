@@ -120,7 +120,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
 
 
 def fit_specs(fspec, rspec, resid, *, data: pd.DataFrame, init=None, checkpoint=None, resume=None,
-              **options):
+              threads=None, **options):
     """:func:`fit` on a parsed model (the sub-models of :func:`mvreml.pairwise`).
 
     Parameters
@@ -138,6 +138,7 @@ def fit_specs(fspec, rspec, resid, *, data: pd.DataFrame, init=None, checkpoint=
     """
     t_start = time.perf_counter()
     options = fit_options(**options)
+    options["threads"] = threads
     return _fit_warn(fspec, rspec, resid, data, init, options, None, t_start,
                      checkpoint=checkpoint, resume=resume)
 

@@ -38,7 +38,7 @@ log = logging.getLogger("mvreml")
 
 #: arguments of mvreml.fit a job may give ("name" is a label for the summary)
 FIT_ARGUMENTS = ("fixed", "random", "residual", "data", "relmat", "init", "fix", "weights", "maxiter",
-                 "verbose", "ordering", "tol", "missing_animals", "checkpoint", "resume")
+                 "verbose", "ordering", "tol", "missing_animals", "checkpoint", "resume", "threads")
 _ERROR_FORMAT = "mvreml-fit-error"
 _BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -315,6 +315,9 @@ class _Dask:
         for k in ("data", "relmat"):
             if job.get(k) is not None:
                 job[k] = self._share(job[k])
+        # a worker holds one core: its fit runs on one BLAS thread unless the job says otherwise
+        # (the engine would otherwise give a large fit every core of the machine)
+        job.setdefault("threads", 1)
         future = self.client.submit(run_job, job, pure=False)
         self.meta[future] = (entry, held)
         self.ac.add(future)

@@ -21,8 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL = dict(fixed="cbind(HD, HT, GY) ~ trait", random="~ diag(trait):Block + us(trait):RIL",
              residual="~ units:us(trait)")
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-
 # the fit of tests/test_reml.py's seed trial (7 iterates; the RIL matrix held at reduced rank
 # from iterate 4, so the holds are part of the state), killed by SIGKILL at a chosen point of the writes
 CHILD = textwrap.dedent("""
