@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import machine, met
+from .run import timed_relationship
 
 
 def _instrument(likelihood, log: Path, stats: dict):
@@ -61,7 +62,6 @@ def run_met(size: str, outdir: str, check: bool, maxiter: int = 50, threads: int
 
     import mvreml
     from mvreml import api, likelihood, report  # noqa: F401
-    from mvreml.relmat import RelationshipMatrix
 
     rec = {"size": size, "traits": "MET", "imports": time.perf_counter() - t0,
            "engine": str(Path(mvreml.__file__).parent), "maxiter": maxiter}
@@ -75,15 +75,7 @@ def run_met(size: str, outdir: str, check: bool, maxiter: int = 50, threads: int
     _instrument(likelihood, log, stats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")        # founders used as sire and dam; boundary notes
-        t = time.perf_counter()
-        pedigree = mvreml.Pedigree(ped, allow_sire_dam=True)
-        rec["pedigree"] = time.perf_counter() - t
-        t = time.perf_counter()
-        pedigree.inbreeding
-        rec["inbreeding"] = time.perf_counter() - t
-        t = time.perf_counter()
-        rel = RelationshipMatrix(pedigree.ids, pedigree.ainv(), pedigree.logdet_a(), "pedigree", "ped")
-        rec["ainv"] = time.perf_counter() - t
+        pedigree, rel = timed_relationship(ped, rec)
         t = time.perf_counter()
         res = mvreml.fit(met.MODEL["fixed"], random=met.MODEL["random"], residual=met.MODEL["residual"],
                          data=data, relmat={"ped": rel}, maxiter=maxiter, threads=threads)

@@ -75,6 +75,23 @@ def _instrument(likelihood) -> dict:
     return stats
 
 
+def timed_relationship(ped, rec: dict):
+    """Pedigree, inbreeding and A^-1 of a problem, each step's seconds written into ``rec``."""
+    import mvreml
+    from mvreml.relmat import RelationshipMatrix
+
+    t = time.perf_counter()
+    pedigree = mvreml.Pedigree(ped, allow_sire_dam=True)
+    rec["pedigree"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pedigree.inbreeding
+    rec["inbreeding"] = time.perf_counter() - t
+    t = time.perf_counter()
+    rel = RelationshipMatrix(pedigree.ids, pedigree.ainv(), pedigree.logdet_a(), "pedigree", "ped")
+    rec["ainv"] = time.perf_counter() - t
+    return pedigree, rel
+
+
 def run_problem(size: str, traits: str, outdir: str, check: bool, threads: int | None = None) -> dict:
     """Time one fit in this process (the child); returns the record printed as JSON."""
     t0 = time.perf_counter()
@@ -85,7 +102,6 @@ def run_problem(size: str, traits: str, outdir: str, check: bool, threads: int |
 
     import mvreml
     from mvreml import api, likelihood, report  # noqa: F401
-    from mvreml.relmat import RelationshipMatrix
 
     imports = time.perf_counter() - t0
     spec = MODELS[traits]
@@ -97,15 +113,7 @@ def run_problem(size: str, traits: str, outdir: str, check: bool, threads: int |
     rec["read"] = time.perf_counter() - t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")        # the simulated sires are also dams; founders added
-        t = time.perf_counter()
-        pedigree = mvreml.Pedigree(ped, allow_sire_dam=True)
-        rec["pedigree"] = time.perf_counter() - t
-        t = time.perf_counter()
-        pedigree.inbreeding
-        rec["inbreeding"] = time.perf_counter() - t
-        t = time.perf_counter()
-        rel = RelationshipMatrix(pedigree.ids, pedigree.ainv(), pedigree.logdet_a(), "pedigree", "ped")
-        rec["ainv"] = time.perf_counter() - t
+        pedigree, rel = timed_relationship(ped, rec)
         t = time.perf_counter()
         res = mvreml.fit(spec["fixed"], random=spec["random"], residual=spec["residual"], data=data,
                          relmat={"ped": rel}, threads=threads)
