@@ -190,7 +190,7 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         init = None                     # resuming: theta comes from the checkpoint
     elif init is not None and not isinstance(init, Mapping):
         raise StartingValueError(f"init= takes a dict {{term: matrix}} or 'pairwise', not {type(init).__name__}")
-    theta0, scale = starting_values(design, blocks, init, P)
+    theta0, scale = starting_values(design, blocks, init, P, Y)
     for b in blocks:
         if b.k is None:     # every residual section
             estimable.scale_residual(b, theta0, scale, estimable.residual_weight_scale(design, weights),

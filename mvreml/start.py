@@ -124,7 +124,7 @@ def as_matrix(value, traits, term) -> np.ndarray:
     return M
 
 
-def starting_values(design: Design, blocks, init, P: np.ndarray):
+def starting_values(design: Design, blocks, init, P: np.ndarray, Y: np.ndarray | None = None):
     """theta0 and per-parameter scales.
 
     Parameters
@@ -136,6 +136,8 @@ def starting_values(design: Design, blocks, init, P: np.ndarray):
         their formula ``init=c(...)`` if any, else from their share of P.
     P : ndarray
         Phenotypic covariance (:func:`phenotypic_covariance`).
+    Y : ndarray, optional
+        The units' fixed-effect residuals (:func:`unit_residuals`), when the caller has them.
     """
     init = dict(init or {})
     names = {b.name for b in blocks} | {"units"}
@@ -147,7 +149,8 @@ def starting_values(design: Design, blocks, init, P: np.ndarray):
     n_rand = len(blocks) - n_res
     theta = np.zeros(blocks[-1].stop)
     scale = np.zeros(blocks[-1].stop)
-    Y = unit_residuals(design) if design.sections else None
+    if Y is None and (design.sections or any(rd.dims for rd in design.random)):
+        Y = unit_residuals(design)      # one least-squares solve for every term and section
     for b in blocks:
         resid = b.k is None
         if b.stop == b.start:
@@ -166,7 +169,7 @@ def starting_values(design: Design, blocks, init, P: np.ndarray):
             vd = np.diag(Pb)[idx]
         else:
             traits = tuple(design.random[b.k].comp_labels)
-            G0, vd = _compound_start(design, design.random[b.k], b.structure, P, share)
+            G0, vd = _compound_start(design, design.random[b.k], b.structure, P, share, Y)
         if key is not None:
             th = np.asarray(b.structure.from_matrix(as_matrix(init[key], traits, b.name)), float)
         elif formula_init is not None:
@@ -194,13 +197,18 @@ def starting_values(design: Design, blocks, init, P: np.ndarray):
 _START_LEVEL_COR = 0.3
 
 
+def _dim_code(rd, dim: int):
+    """(sizes of the term's dimensions, the level of dimension ``dim`` of every Z entry)."""
+    sizes = [len(lv) for _, lv in rd.dims]
+    comp = rd.obs_cols % rd.t
+    return sizes, (comp // int(np.prod(sizes[dim + 1:]))) % sizes[dim]
+
+
 def _level_matrix(design: Design, rd, dim: int, P: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """Starting matrix of a structured factor (site): relative variances from the records of
     each level (fixed-effect residuals, each trait on its phenotypic scale), mean 1, with a
     common correlation."""
-    sizes = [len(lv) for _, lv in rd.dims]
-    comp = rd.obs_cols % rd.t
-    code = (comp // int(np.prod(sizes[dim + 1:]))) % sizes[dim]
+    sizes, code = _dim_code(rd, dim)
     obs = rd.obs_rows
     z = Y[design.obs_unit[obs], design.obs_trait[obs]] / np.sqrt(np.diag(P)[design.obs_trait[obs]])
     ok = np.isfinite(z)
@@ -242,18 +250,16 @@ def _level_correlation(level, code, z, ok, q: int, m: int) -> np.ndarray:
 def _basis_matrix(rd, dim: int) -> np.ndarray:
     """Starting matrix of a covariate basis: coefficient variances that give every coefficient
     an equal share of the variance, from the mean square of its column over the records."""
-    sizes = [len(lv) for _, lv in rd.dims]
-    comp = rd.obs_cols % rd.t
-    code = (comp // int(np.prod(sizes[dim + 1:]))) % sizes[dim]
+    sizes, code = _dim_code(rd, dim)
     ms = np.bincount(code, weights=rd.obs_vals ** 2, minlength=sizes[dim]) / max(len(set(rd.obs_rows)), 1)
     ms = np.where(ms > 0, ms, 1.0)
     return np.diag(1.0 / (sizes[dim] * ms))
 
 
-def _compound_start(design: Design, rd, structure, P: np.ndarray, share: float):
+def _compound_start(design: Design, rd, structure, P: np.ndarray, share: float, Y: np.ndarray):
     """(G0, per-level phenotypic variances) of a term with structured factors: share x P on the
-    traits (x) level matrices of the other factors, in the order of the product."""
-    Y = unit_residuals(design)
+    traits (x) level matrices of the other factors, in the order of the product; Y are the
+    units' fixed-effect residuals (:func:`unit_residuals`)."""
     G0 = np.ones((1, 1))
     mats = []
     for i, (name, _) in enumerate(rd.dims):
