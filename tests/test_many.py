@@ -194,10 +194,10 @@ def test_init_pairwise_starts_from_the_same_combination(monkeypatch):
     seen = []
     real = api.starting_values
 
-    def spy(design, blocks, init, P):
+    def spy(design, blocks, init, P, *rest):
         if isinstance(init, dict) and init:
             seen.append(init)
-        return real(design, blocks, init, P)
+        return real(design, blocks, init, P, *rest)
 
     monkeypatch.setattr(api, "starting_values", spy)
     with warnings.catch_warnings():
