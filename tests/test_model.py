@@ -42,12 +42,9 @@ def assert_same_fit(a, b, tol=1e-10):
 
 
 @pytest.fixture(scope="module")
-def gryphon(data_dir):
-    d = data_dir / "gryphon_wam"
-    ped = mvreml.Pedigree(pd.read_csv(d / "gryphonped.csv"))
-    g = pd.read_csv(d / "gryphon.csv")
-    g["sex"] = g["sex"].astype(str)
-    g["byear"] = g["byear"].astype(str)
+def gryphon(gryphon_data):
+    g, ped = gryphon_data
+    g = g.copy()
     rel = mvreml.relmat.as_relmat(ped, "ped")
     Za, _ = incidence(normalize_ids(g["animal"].to_numpy()), rel.labels)
     return g, ped, Za

@@ -84,13 +84,9 @@ def test_mrode_multitrait_known_variances(data_dir, example):
 
 # --------------------------------------------------------------------------- gryphon
 @pytest.fixture(scope="module")
-def gryphon(data_dir):
-    d = data_dir / "gryphon_wam"
-    ped = mvreml.Pedigree(pd.read_csv(d / "gryphonped.csv"))
-    g = pd.read_csv(d / "gryphon.csv")
-    g["sex"] = g["sex"].astype(str)
-    g["byear"] = g["byear"].astype(str)
-    return g, ped
+def gryphon(gryphon_data):
+    g, ped = gryphon_data
+    return g.copy(), ped
 
 
 def _quiet_fit(*args, **kw):

@@ -237,15 +237,11 @@ def test_pathological_expressions_raise_expression_errors():
 
 # ---------------------------------------------------------------------- on real fits
 @pytest.fixture(scope="module")
-def gryphon(data_dir):
+def gryphon(gryphon_data):
     import warnings
 
     import mvreml
-    d = data_dir / "gryphon_wam"
-    ped = mvreml.Pedigree(pd.read_csv(d / "gryphonped.csv"))
-    g = pd.read_csv(d / "gryphon.csv")
-    g["sex"] = g["sex"].astype(str)
-    g["byear"] = g["byear"].astype(str)
+    g, ped = gryphon_data
 
     def fit(random):
         with warnings.catch_warnings():
