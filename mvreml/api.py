@@ -218,6 +218,14 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
 def term_structure(rd) -> "Structure":
     """The structure of a random term's compound dimension: its trait structure, a structure
     on another factor (us(site)), or their direct product in the order written."""
+    if rd.kcor is not None:
+        from .ar1_levels import Ar1Term
+
+        return Ar1Term(_g_structure(rd), rd.kcor)
+    return _g_structure(rd)
+
+
+def _g_structure(rd) -> "Structure":
     term = rd.term
     if not rd.dims:
         traits = tuple(str(x) for x in rd.comp_labels)

@@ -73,6 +73,7 @@ class RandomDesign:
     compound: list | None = None
     obs_vals: np.ndarray | None = None
     bases: dict = field(default_factory=dict)
+    kcor: object = None             # AR1 dimensions: K(theta) (mvreml.ar1_levels.Ar1Levels)
 
     @property
     def name(self) -> str:

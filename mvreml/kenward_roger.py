@@ -64,7 +64,8 @@ class KenwardRoger:
             raise ModelError(f"Kenward-Roger df are computed densely in the observations (N = {d.n_obs} > "
                              f"{MAX_N}); use den_df='satterthwaite'")
         for b in model.blocks:
-            if not _linear(b.structure, theta[b.slice]):
+            # an AR1 random term's correlations are in K, outside its G (mvreml.ar1_levels)
+            if b.structure.name == "ar1term" or not _linear(b.structure, theta[b.slice]):
                 raise ModelError(f"Kenward-Roger df need variance parameters that enter V linearly; "
                                  f"{b.name!r} ({b.structure.name}) does not: use den_df='satterthwaite'")
         N = d.n_obs

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from ._timing import Timer
 from .design import Design
 from .errors import FactorizationError
+from .ar1_levels import ar1_term_score
 from .mme import MMEPattern
 from .selinv import SelectedInverse
 
@@ -179,14 +180,15 @@ class REMLModel:
         mats = self.matrices(theta)
         nr = self.n_random
         ginv, logdet_g = [], 0.0
-        for b, G, rd in zip(self.blocks[:nr], mats[:nr], d.random):
+        self.kinvs = self._term_kinvs(theta)
+        for b, G, rd, (_, logdet_k) in zip(self.blocks[:nr], mats[:nr], d.random, self.kinvs):
             try:
                 Lg = np.linalg.cholesky(G)
             except np.linalg.LinAlgError:
                 raise Infeasible(f"covariance matrix of {b.name!r} not positive definite")
             Gi = np.linalg.inv(G)
             ginv.append(0.5 * (Gi + Gi.T))
-            logdet_g += rd.q * 2.0 * np.log(np.diag(Lg)).sum() + rd.t * rd.logdet_k
+            logdet_g += rd.q * 2.0 * np.log(np.diag(Lg)).sum() + rd.t * logdet_k
         if d.lattice is None:
             rstack, rlogdet = self._residual_parts(mats[nr:])
             rinv_pairs = self._pair_values(rstack)
@@ -210,9 +212,9 @@ class REMLModel:
         # order in the solve's, whereas y'R^-1 y - sol'rhs cancels two large numbers (relative
         # noise ~1e-10 of log L on 100k records, enough to stall the convergence test).
         ypy = float(e @ (Rinv @ e))
-        for Gi, rd, off in zip(ginv, d.random, pat.offsets):
+        for Gi, rd, off, (kinv, _) in zip(ginv, d.random, pat.offsets, self.kinvs):
             U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
-            ypy += float(np.sum((rd.kinv @ U) * (U @ Gi)))
+            ypy += float(np.sum((kinv @ U) * (U @ Gi)))
         loglik = -0.5 * ((self.N - self.p) * LOG2PI + logdet_c + logdet_r + logdet_g + ypy)
         ev = Evaluation(theta=theta.copy(), loglik=loglik, solution=sol, residuals=e,
                         logdet_c=logdet_c, ypy=ypy)
@@ -234,14 +236,16 @@ class REMLModel:
             nr = self.n_random
             for b, G, Gi, rd, off, Z in zip(self.blocks[:nr], mats[:nr], ginv, d.random, pat.offsets, self.Z):
                 U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
-                S = U.T @ (rd.kinv @ U) + pat.term_trace(b.k, x)
+                S = U.T @ (self.kinvs[b.k][0] @ U) + pat.term_trace(b.k, x)
                 S = 0.5 * (S + S.T)
-                em.append(S / rd.q)
+                em.append(S / rd.q if rd.kcor is None else None)   # no EM update of a correlation
                 dG = b.structure.derivatives(ev.theta[b.slice])
                 for j in range(b.stop - b.start):
                     A = Gi @ dG[j]
                     score[b.start + j] = -0.5 * (rd.q * np.trace(A) - np.trace(A @ Gi @ S))
                     F[:, b.start + j] = Z @ (U @ A).ravel()
+                if rd.kcor is not None:
+                    ar1_term_score(pat, b, rd, ev.theta[b.slice], U, Gi, x, Z, score, F)
             # residual, section by section: a parameter of section s moves only its records' R_i
             Q = pat.residual_trace_pairs(x)
             ee = e[pat.pair_a] * e[pat.pair_b] + Q
@@ -260,6 +264,23 @@ class REMLModel:
         ev.score = score
         ev.ai = 0.5 * (ai + ai.T)
         ev.em = em
+
+    def _term_kinvs(self, theta):
+        """(K^-1, log|K|) of every random term at theta: fixed, or of an AR1 term's K(theta)
+        (whose maps into C are then set to those values)."""
+        out = []
+        for b, rd in zip(self.blocks[:self.n_random], self.design.random):
+            if rd.kcor is None:
+                out.append((rd.kinv, rd.logdet_k))
+                continue
+            kp = theta[b.slice][b.structure.k_slice]
+            if not rd.kcor.feasible(kp):
+                raise Infeasible(f"correlation of {b.name!r} outside (-1, 1)")
+            vals = rd.kcor.values(kp)
+            self.pattern.set_kinv(b.k, vals)
+            out.append((sp.csc_matrix((vals, rd.kcor.rows, rd.kcor.indptr), shape=(rd.q, rd.q)),
+                        rd.kcor.logdet(kp)))
+        return out
 
     # ----------------------------------------------------------------- spatial residuals
     def _lattice_parts(self, theta):

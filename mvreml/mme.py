@@ -133,10 +133,15 @@ class MMEPattern:
 
         self.M_G = []
         self.G_diag = []   # the (a == b, r == s) entries, for the trace of the symmetric sum
+        self.k_ids = []    # AR1 terms: which entry of K^-1 each value of M_G / G_diag is
         for K, rd, off in zip(kinvs, design.random, self.offsets):
             t = rd.t
             kp, ki = _i64(K.indptr), _i64(K.indices)
             kd = np.ascontiguousarray(K.data, dtype=np.float64)
+            if rd.kcor is not None:
+                # K^-1 depends on theta: map the entries' numbers (1, 2, ...) instead of their
+                # values, so the maps at any theta are a gather (set_kinv)
+                kd = np.arange(1.0, len(kd) + 1.0)
 
             def fill_g(*out, kp=kp, ki=ki, kd=kd, off=off, t=t):
                 return _k.term_map(kp, ki, kd, off, t, c_indptr, self.indices, *out, True)
@@ -147,6 +152,7 @@ class MMEPattern:
             M, D = _csc_from_counts(counts, fill_g, self.nnz, t * t, idx)
             self.M_G.append(M)
             self.G_diag.append(D)
+            self.k_ids.append(None if rd.kcor is None else (M.data.astype(np.int64) - 1, D.data.astype(np.int64) - 1))
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -253,9 +259,21 @@ class MMEPattern:
         half = self.M_R.T @ cinv
         return half + half[self.pair_swap] - self.M_Rdiag.T @ cinv
 
-    def term_trace(self, k: int, cinv: np.ndarray) -> np.ndarray:
-        """sum_ab K^-1_ab C^{k a, k b} (t x t) for random term k."""
+    def term_trace(self, k: int, cinv: np.ndarray, kdata: np.ndarray | None = None) -> np.ndarray:
+        """sum_ab K^-1_ab C^{k a, k b} (t x t) for random term k; with ``kdata`` (the values of
+        an AR1 term's K^-1 pattern, or of a derivative of it) that matrix instead of K^-1."""
         t = self.design.random[k].t
-        T = (self.M_G[k].T @ cinv).reshape(t, t)
-        Dg = (self.G_diag[k].T @ cinv).reshape(t, t)
+        M, D = (self.M_G[k], self.G_diag[k]) if kdata is None else self._kmaps(k, kdata)
+        T = (M.T @ cinv).reshape(t, t)
+        Dg = (D.T @ cinv).reshape(t, t)
         return T + T.T - Dg
+
+    def _kmaps(self, k: int, kdata: np.ndarray):
+        im, idg = self.k_ids[k]
+        M, D = self.M_G[k], self.G_diag[k]
+        return (sp.csc_matrix((kdata[im], M.indices, M.indptr), shape=M.shape),
+                sp.csc_matrix((kdata[idg], D.indices, D.indptr), shape=D.shape))
+
+    def set_kinv(self, k: int, kdata: np.ndarray) -> None:
+        """Make the maps of AR1 term k those of K^-1 with values ``kdata`` (its pattern's order)."""
+        self.M_G[k], self.G_diag[k] = self._kmaps(k, kdata)

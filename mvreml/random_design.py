@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from .errors import DataError, DataWarning, FormulaError, RelmatError, warn
 from .formula import RandomTerm
+from .ar1_levels import AR1_KINDS, ar1_term_levels
 from .levels import factor_levels
 
 if TYPE_CHECKING:
@@ -42,11 +43,19 @@ def random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
         covered &= labels_at == at.levels[0][0]
     covariates = _covariate_factors(sub, term)
     fac_cols = tuple(c for c in term.factors if c not in covariates)
-    if fac_cols == ("units",):
+    if not fac_cols:
+        labels = None                                   # only AR1 dimensions: ar1(row):ar1(col)
+    elif fac_cols == ("units",):
         labels = np.array([str(i + 1) for i in range(len(sub))], dtype=object)   # the nugget
     else:
         labels = factor_labels(sub, fac_cols)
-    if term.ide:
+    ar1_dims = [d for d in term.dims if d.structure in AR1_KINDS]
+    kcor = None
+    if ar1_dims:
+        # AR1 dimensions go into K (mvreml.ar1_levels): K^-1 sparse, its values theta-dependent
+        levels, level_of_unit, kcor = ar1_term_levels(sub, term, labels if fac_cols else None, covered, ar1_dims)
+        kinv, logdet_k, identity, kdiag = kcor.kinv(np.full(kcor.n_params, 0.5)), 0.0, False, None
+    elif term.ide:
         levels, level_of_unit, kinv, logdet_k, identity, kdiag = _ide_levels(sub, term, terms, relmat,
                                                                             missing_animals, labels)
     elif term.relmat is None:
@@ -64,7 +73,9 @@ def random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
     dims, codes, bases = [], [], {}
     tpos = np.full(len(traits), -1, np.int64)
     tpos[tr] = np.arange(len(tr))
-    order = term.order if term.dims else ("trait",)
+    ar1_cols = {d.column for d in ar1_dims}
+    g_dims = [d for d in term.dims if d.column not in ar1_cols]
+    order = tuple(o for o in term.order if o not in ar1_cols) if g_dims else ("trait",)
     dim_of = {d.column: d for d in term.dims}
     for name in order:
         if name == "trait":
@@ -80,9 +91,9 @@ def random_design(sub: pd.DataFrame, term: RandomTerm, traits, relmat: dict,
             codes.append(("code", code[obs_unit] if obs_unit is not None else None))
     rd = RandomDesign(term=term, traits=tr, levels=np.asarray(levels), level_of_unit=level_of_unit.astype(np.int64),
                       kinv=kinv, logdet_k=logdet_k, identity=identity, kdiag=kdiag,
-                      dims=dims if term.dims else [],
+                      dims=dims if g_dims else [],
                       compound=[":".join(p) for p in itertools.product(*(lv for _, lv in dims))],
-                      bases=bases)
+                      bases=bases, kcor=kcor)
     if obs_unit is not None:
         # every observation's entries (compound index, value): a factor picks one level of its
         # dimension, a basis spreads the observation over its coefficients with their values

@@ -286,6 +286,8 @@ def _scales(structure, vd: np.ndarray) -> list:
     that its boundary value is negligible for every trait it covers. In a direct product the
     factor that carries the scale gets the compound's magnitude, the others (relative
     matrices, first variance held at 1) magnitude 1."""
+    if structure.name == "ar1term":      # AR1 dimensions of a random term (mvreml.ar1_levels)
+        return structure.scales(vd, _scales(structure.g, vd) if structure.n_g else [])
     if structure.name == "product":
         out = []
         big = float(np.mean(vd))

@@ -272,7 +272,7 @@ def test_benchmark_model():
     (parse_random, ("~ rr(site, 2):gen", UNI), ["rr", "not supported", "fa(factor, k)"], "rr(site, 2)"),
     (parse_random, ("~ us(site):site", UNI), "appears twice", "us(site):site"),
     (parse_random, ("~ vm(animal, ped):ide(animal)", UNI), "appears twice", "vm(animal, ped):ide(animal)"),
-    (parse_random, ("~ ar1(row)", UNI), "not supported", "ar1(row)"),
+    (parse_random, ("~ sar(row)", UNI), "not supported", "sar(row)"),
     (parse_random, ("~ vm(animal)", UNI), "vm(factor, relmat)", "vm(animal)"),
     (parse_random, ("~ vm(animal, ped):vm(dam, ped)", UNI), "crossed", "vm(animal, ped):vm(dam, ped)"),
     (parse_random, ("~ units:Block", UNI), "residual", "units:Block"),
@@ -305,3 +305,16 @@ def test_plain_factor_crossed_with_vm_is_an_identity_dimension():
     assert [(d.column, d.structure) for d in t.dims] == [("Block", "id")] and t.structure == "idv"
     (t,) = parse_random("~ idv(env):vm(gen, ped)", UNI).terms
     assert [(d.column, d.structure) for d in t.dims] == [("env", "idv")] and t.structure == "id"
+
+
+def test_ar1_dimensions_of_random_terms():
+    """ar1 / ar1v / ar1h are dimensions of a random term (mvreml.ar1_levels); a term of AR1
+    dimensions alone (a field trend) needs no plain factor; ar1 and ar1v leave the scale to the
+    term, ar1h carries it."""
+    (t,) = parse_random("~ ar1v(row):id(col)", UNI).terms
+    assert t.factors == ("col",) and [(d.column, d.structure) for d in t.dims] == [("row", "ar1v")]
+    assert t.structure == "idv" and t.name == "row:col"
+    (t,) = parse_random("~ ar1(row):ar1(col)", UNI).terms
+    assert t.factors == () and [d.structure for d in t.dims] == ["ar1", "ar1"] and t.structure == "idv"
+    (t,) = parse_random("~ ar1h(row):col", UNI).terms
+    assert t.structure == "id"

@@ -110,7 +110,7 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
         elif f.args is not None and f.name == "at":
             ats.append(_at_factor(f, text))
             name_parts.append(f"at({ats[-1].column})")
-        elif f.args is not None and f.name in _DIM_STRUCTURES:
+        elif f.args is not None and f.name in _DIM_STRUCTURES + _AR1_CALLS:
             dims.append(_dim(f, text))
             order.append(dims[-1].column)
             name_parts.append(dims[-1].label if dims[-1].structure == "fa" else dims[-1].column)
@@ -139,9 +139,11 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
         structure, k, traits, init, tlabel = _structure(tpart, response, text)
     else:
         # a univariate term with structured dimensions has its scale there, not on the trait
-        scaled = any(d.structure != "id" for d in dims)
+        # (ar1 and ar1v are correlations on positions: the scale stays with the trait, see
+        # mvreml.ar1_levels; ar1h's variances carry it)
+        scaled = any(d.structure not in ("id", "ar1", "ar1v") for d in dims)
         structure, k, traits, init, tlabel = ("id" if scaled else "idv"), None, None, None, None
-    if not levels:
+    if not levels and not any(d.structure in _AR1_CALLS for d in dims):
         raise FormulaError(f"{text!r} names no factor, e.g. {text}:Family", term=text)
     cols = [lv[0] for lv in levels] + [d.column for d in dims] + [a.column for a in ats]
     dup = sorted({c for c in cols if cols.count(c) > 1})
@@ -277,6 +279,7 @@ def parse_residual(formula: str | None, response: Response) -> RandomTerm:
 
 
 _LATTICE_CALLS = ("ar1", "id")
+_AR1_CALLS = ("ar1", "ar1v", "ar1h")     # AR1 dimensions of a random term (mvreml.ar1_levels)
 
 
 def _lattice_residual(rhs, response: Response, piece: str) -> RandomTerm | None:
