@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import DataError
+from .errors import DataError, FormulaError
 from .lattice import lattice_positions, neighbour_pairs
 
 
@@ -28,10 +28,10 @@ def augment(design, sub: pd.DataFrame, residual) -> None:
     if not np.all(design.weights == 1.0):
         raise DataError("weights are not supported with a spatial residual")
     cols = [d.column for d in residual.dims]
-    kinds = [d.structure for d in residual.dims]
     n_units = design.n_units
     section = design.unit_section
     n_sec = len(design.sections or [None])
+    kinds_of = section_kinds(residual, design.sections)
     lattices, grids, pos_units = [], [], np.zeros((n_units, len(cols)), np.int64)
     extra_pos, extra_sec = [], []
     for s in range(n_sec):
@@ -60,7 +60,7 @@ def augment(design, sub: pd.DataFrame, residual) -> None:
         first = n_units + sum(len(e) for e in extra_sec[:-1])
         grid.reshape(-1)[missing] = first + np.arange(len(missing))
         grids.append(grid)
-        lattices.append([(c, k, n) for c, k, n in zip(cols, kinds, sizes)])
+        lattices.append([(c, k, n) for c, k, n in zip(cols, kinds_of[s], sizes)])
     extra_pos = np.concatenate(extra_pos) if extra_pos else np.zeros((0, len(cols)), np.int64)
     extra_sec = np.concatenate(extra_sec).astype(np.int64)
     m = len(extra_sec)
@@ -98,3 +98,41 @@ def augment(design, sub: pd.DataFrame, residual) -> None:
     design.lattice = [dict(dims=lat, grid=grid) for lat, grid in zip(lattices, grids)]
     design.plot_positions = positions
     design.n_missing_plots = m
+
+
+def section_kinds(residual, sections) -> list[list[str]]:
+    """The lattice structures (ar1 / id per dimension) of every section: those of ``residual.dims``,
+    or with ``dsum(~ A + B | site, levels = list(1:2, 3))`` those of the structure whose group
+    names the section (by position, 1-based, or by name).
+
+    Raises
+    ------
+    FormulaError
+        A section given twice or by a name / position that does not exist, or given by no group.
+    """
+    if residual.section_dims is None:
+        return [[d.structure for d in residual.dims] for _ in (sections or [None])]
+    col = residual.sections
+    names = [str(x) for x in sections]
+    out: list = [None] * len(names)
+    for group, dims in residual.section_dims:
+        text = ":".join(d.label for d in dims)
+        for level, by_position in group:
+            if by_position:
+                s = int(level) - 1
+                if not 0 <= s < len(names):
+                    raise FormulaError(f"dsum levels=: section {level} of {col!r} (for {text}) does not exist; "
+                                       f"{col} has {len(names)} levels ({', '.join(names)})", term=text)
+            elif level in names:
+                s = names.index(level)
+            else:
+                raise FormulaError(f"dsum levels=: {col!r} has no level {level!r} (for {text}); its levels: "
+                                   f"{', '.join(names)}", term=text)
+            if out[s] is not None:
+                raise FormulaError(f"dsum levels=: section {col}={names[s]!r} is given two structures", term=text)
+            out[s] = [d.structure for d in dims]
+    absent = [n for n, k in zip(names, out) if k is None]
+    if absent:
+        raise FormulaError(f"dsum levels=: sections {', '.join(repr(a) for a in absent)} of {col!r} get no "
+                           "structure; list every section in levels=", term=col)
+    return out

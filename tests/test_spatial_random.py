@@ -249,3 +249,28 @@ def test_ar1_term_refuses_kenward_roger():
     res = mvreml.fit("y ~ x", random="~ ar1v(row):id(col)", data=df)
     with pytest.raises(mvreml.errors.ModelError, match="enter V linearly"):
         res.wald(den_df="kenward-roger")
+
+
+def test_dsum_levels_fit_and_bad_input():
+    df = _field(3, n_col=6, n_row=10, sites=("S1", "S2", "S3"), holes=5)
+    form = "~ dsum(~ ar1(col):ar1(row) + id(col):ar1(row) | site, levels = list({}))"
+    res = mvreml.fit("y ~ site", random="~ gen", residual=form.format("1:2, 3"), data=df)
+    assert res.converged
+    vc = res.varcomp
+    assert "site_S2!col!cor" in vc.index and "site_S3!col!cor" not in vc.index and "site_S3!row!cor" in vc.index
+    named = mvreml.fit("y ~ site", random="~ gen", residual=form.format('c("S1", "S2"), "S3"'), data=df)
+    assert named.loglik == pytest.approx(res.loglik, abs=1e-8)
+    FE = mvreml.errors.FormulaError
+    with pytest.raises(FE, match="'S3' of 'site' get no structure"):
+        mvreml.fit("y ~ site", random="~ gen", residual=form.format("1, 2"), data=df)
+    with pytest.raises(FE, match="section site='S2' is given two structures"):
+        mvreml.fit("y ~ site", random="~ gen", residual=form.format("1:2, 2:3"), data=df)
+    with pytest.raises(FE, match="section 4 of 'site'.*3 levels"):
+        mvreml.fit("y ~ site", random="~ gen", residual=form.format("1:2, 3:4"), data=df)
+    with pytest.raises(FE, match="no level 'S9'"):
+        mvreml.fit("y ~ site", random="~ gen", residual=form.format('"S1", "S9"'), data=df)
+    with pytest.raises(FE, match="2 structures but levels= lists 3 groups"):
+        mvreml.fit("y ~ site", random="~ gen", residual=form.format("1, 2, 3"), data=df)
+    with pytest.raises(FE, match="same lattice factors"):
+        mvreml.fit("y ~ site", random="~ gen", data=df,
+                   residual="~ dsum(~ ar1(col):ar1(row) + ar1(row) | site, levels = list(1:2, 3))")

@@ -87,6 +87,9 @@ class RandomTerm:
     ide: bool = False
     sections: str | None = None
     as_factor: tuple[str, ...] = ()
+    # dsum(~ A + B | site, levels = list(1:2, 3)): per structure, the sections it covers as
+    # (text, by_position) pairs and its lattice dimensions; None: ``dims`` for every section
+    section_dims: tuple | None = None
 
 
 @dataclass(frozen=True)

@@ -282,13 +282,15 @@ _LATTICE_CALLS = ("ar1", "id")
 _AR1_CALLS = ("ar1", "ar1v", "ar1h")     # AR1 dimensions of a random term (mvreml.ar1_levels)
 
 
-def _lattice_residual(rhs, response: Response, piece: str) -> RandomTerm | None:
+def _lattice_residual(rhs, response: Response, piece: str, any_lattice: bool = False) -> RandomTerm | None:
     """``ar1(col):ar1(row)``, ``id(col):ar1(row)``, ``ar1(row)``: a spatial residual on the
-    field lattice (mvreml.lattice); None when the residual is not of that form."""
+    field lattice (mvreml.lattice); None when the residual is not of that form.
+    ``any_lattice``: id(col):id(row) too (a section of a dsum with other lattices)."""
     if len(_split(rhs, ("+", "-"))) != 1:
         return None
     factors = [_factor(f, piece) for _, f in _split(rhs, (":",))]
-    if not any(f.name == "ar1" and f.args is not None for f in factors):
+    if not any(f.name == ("id" if any_lattice else "ar1") or f.name == "ar1" for f in factors
+               if f.args is not None):
         return None
     if any(f.name == "units" for f in factors):
         raise FormulaError(f"the residual {piece!r}: a spatial residual is written on the lattice "
@@ -317,11 +319,7 @@ def _dsum(f: _Factor, response: Response, piece: str) -> RandomTerm:
     """``dsum(~ units | site)``: the inner residual structure, once per level of site."""
     if f.args is None or len(f.pos) != 1:
         raise FormulaError(f"cannot read {piece!r}: expected dsum(~ units | factor)", term=piece)
-    if f.kw("levels") is not None:
-        raise FormulaError(f"{piece!r}: dsum(..., levels=) with different structures for different "
-                           "sections is not supported yet; dsum(~ units | site) gives every section "
-                           "the same structure", term=piece)
-    f.check_args(1, (), piece)
+    f.check_args(1, ("levels",), piece)
     sides = _split(list(f.pos[0]), ("|",))
     if len(sides) != 2 or len(sides[1][1]) != 1 or sides[1][1][0].kind not in ("name", "string"):
         raise FormulaError(f"cannot read {piece!r}: expected dsum(~ units | factor), one factor "
@@ -331,10 +329,62 @@ def _dsum(f: _Factor, response: Response, piece: str) -> RandomTerm:
     if not inner.lstrip().startswith("~"):
         raise FormulaError(f"cannot read {piece!r}: the structure inside dsum() is a formula, "
                            f"dsum(~ units | {col})", term=piece)
+    if f.kw("levels") is not None:
+        return _dsum_levels(f, sides[0][1], col, response, piece)
     term = parse_residual(inner, response)
     if term.sections is not None:
         raise FormulaError(f"{piece!r}: dsum() cannot be nested", term=piece)
     return replace(term, sections=col, label=f"dsum({inner.strip()} | {col})")
+
+
+def _dsum_levels(f: _Factor, inner, col: str, response: Response, piece: str) -> RandomTerm:
+    """``dsum(~ A + B | site, levels = list(1:2, 3))``: structure A on the sections listed first,
+    B on the next (asreml-R); a section is given by position (1, 2:3) or by name ("S1")."""
+    toks = list(inner)[1:]                       # after the "~"
+    structures = [p for _, p in _split(toks, ("+",))]
+    lv = list(f.kw("levels"))
+    if not (len(lv) > 3 and lv[0].text == "list" and lv[1].text == "(" and lv[-1].text == ")"):
+        raise FormulaError(f"{piece!r}: levels= is a list with one entry per structure, e.g. "
+                           f"levels = list(1:2, 3) or list(c(\"S1\", \"S2\"), \"S3\")", term=piece)
+    groups = [p for _, p in _split(lv[2:-1], (",",))]
+    if len(groups) != len(structures):
+        raise FormulaError(f"{piece!r}: {len(structures)} structures but levels= lists {len(groups)} "
+                           "groups of sections; give one group per structure", term=piece)
+    out, first = [], None
+    for st, grp in zip(structures, groups):
+        term = _lattice_residual(st, response, piece, any_lattice=True)
+        if term is None:
+            raise FormulaError(f"{_text(st)!r} in {piece!r}: with levels=, each structure is a spatial "
+                               "lattice such as ar1(col):ar1(row), id(col):ar1(row) or id(col):id(row)",
+                               term=_text(st))
+        cols = [d.column for d in term.dims]
+        if first is None:
+            first = term
+        elif cols != [d.column for d in first.dims]:
+            raise FormulaError(f"{piece!r}: every structure of the dsum is on the same lattice factors "
+                               f"({':'.join(d.column for d in first.dims)}), {_text(st)!r} is on "
+                               f"{':'.join(cols)}", term=piece)
+        out.append((_section_levels(grp, piece), term.dims))
+    return replace(first, sections=col, label=_text(f.toks), section_dims=tuple(out))
+
+
+def _section_levels(toks, piece: str) -> tuple:
+    """``1:2`` / ``3`` / ``c(1, 3)`` / ``"S1"`` / ``c("S1", "S2")`` -> ((text, by_position), ...)."""
+    out = []
+    for item in _items(toks):
+        rng = _split(item, (":",))
+        if (len(rng) == 2 and all(len(p) == 1 and p[0].kind == "number" and p[0].text.isdigit()
+                                  for _, p in rng)):
+            a, b = int(rng[0][1][0].text), int(rng[1][1][0].text)
+            if b < a:
+                raise FormulaError(f"{_text(item)!r} in {piece!r}: a range of sections runs upwards", term=piece)
+            out += [(str(i), True) for i in range(a, b + 1)]
+        elif len(item) == 1 and item[0].kind in ("number", "string", "name"):
+            out.append((_unquote(item[0].text), item[0].kind == "number"))
+        else:
+            raise FormulaError(f"cannot read sections {_text(item)!r} in {piece!r}: give positions "
+                               "(1, 2:3) or names (\"S1\")", term=piece)
+    return tuple(out)
 
 
 def columns_used(fixed: FixedSpec, random: VarianceSpec, residual: RandomTerm) -> set[str]:
