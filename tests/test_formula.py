@@ -278,7 +278,7 @@ def test_benchmark_model():
     (parse_random, ("~ units:Block", UNI), "residual", "units:Block"),
     (parse_random, ("~ us(trait, init=c(1, a)):g", BI), "init= takes numbers", "us(trait, init=c(1, a)):g"),
     (parse_random, ("~ us(trait, 3):g", BI), "unexpected argument", "us(trait, 3):g"),
-    (parse_residual, ("~ dsum(~ units | site, levels = c(1, 2))", UNI), "not supported",
+    (parse_residual, ("~ dsum(~ units | site, levels = c(1, 2))", UNI), "levels= is a list with one entry per structure",
      "~ dsum(~ units | site, levels = c(1, 2))"),
     (parse_residual, ("~ dsum(~ units | site)",), ["no trait structure", "units:us(trait)"], "units"),
     (parse_residual, ("~ dsum(units | site)", UNI), "is a formula", "~ dsum(units | site)"),
