@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import DataError, FormulaError
+from .errors import DataError, DataWarning, FormulaError, warn
+from .ar1_levels import position_labels
 from .lattice import lattice_positions, neighbour_pairs
 
 
@@ -33,15 +34,18 @@ def augment(design, sub: pd.DataFrame, residual) -> None:
     n_sec = len(design.sections or [None])
     kinds_of = section_kinds(residual, design.sections)
     lattices, grids, pos_units = [], [], np.zeros((n_units, len(cols)), np.int64)
+    absent = []
     extra_pos, extra_sec = [], []
     for s in range(n_sec):
         units = np.flatnonzero(section == s)
-        where = "" if design.sections is None else f" in section {design.section_column}={design.sections[s]!r}"
-        sizes = []
+        where = "" if design.sections is None else f" in section {design.section_column}={str(design.sections[s])!r}"
+        sizes, labels = [], []
         for d, col in enumerate(cols):
-            pos, size = lattice_positions(sub[col].to_numpy()[units], col, where)
+            vals = sub[col].to_numpy()[units]
+            pos, size = lattice_positions(vals, col, where)
             pos_units[units, d] = pos
             sizes.append(size)
+            labels.append(position_labels(vals, pos, size))
         grid = np.full(sizes, -1, np.int64)
         flat = np.ravel_multi_index(tuple(pos_units[units].T), sizes)
         order = np.argsort(flat, kind="stable")
@@ -49,11 +53,16 @@ def augment(design, sub: pd.DataFrame, residual) -> None:
         if dup.size:
             a, b = units[order[dup[0]]], units[order[dup[0] + 1]]
             rows = design.unit_rows
-            plot = ", ".join(f"{c}={sub[c].iloc[a]!r}" for c in cols)
+            plot = ", ".join(f"{c}={_plain(sub[c].iloc[a])}" for c in cols)
             raise DataError(f"two records on the plot {plot}{where} (data rows {rows[a]} and {rows[b]}): "
                             "a spatial residual needs one record per plot", column=cols[0])
         grid.reshape(-1)[flat] = units
         missing = np.flatnonzero(grid.reshape(-1) < 0)
+        if missing.size:
+            cells = np.array(np.unravel_index(missing[:5], sizes)).T
+            shown = "; ".join(", ".join(f"{c}={labels[d][p]}" for d, (c, p) in enumerate(zip(cols, cell)))
+                              for cell in cells)
+            absent.append(f"{len(missing)} of {grid.size}{where} ({shown}{' ...' if missing.size > 5 else ''})")
         extra_pos.append(np.array(np.unravel_index(missing, sizes)).T.reshape(-1, len(cols)))
         extra_sec.append(np.full(len(missing), s))
         # pseudo-units are numbered after the data units, section by section
@@ -84,6 +93,10 @@ def augment(design, sub: pd.DataFrame, residual) -> None:
         design.fixed_terms["mv"] = list(range(p, p + m))
         what = f"{m} plots of the lattice have no record" + ("" if n_sec == 1 else " (all sections)")
         design.messages.append(what + ": kept in the lattice as missing values (fixed effects mv_1, ...)")
+        # a hole in the field (a lattice that is not rectangular, a record dropped for a missing
+        # value) changes nothing in the estimates, but the user should know which cells they are
+        warn(f"the {':'.join(cols)} lattice is not complete: cells without a record "
+             f"{'; '.join(absent)} are treated as missing plots ({m} in all)", DataWarning)
     positions = np.concatenate([pos_units, extra_pos])
     A, B = [], []
     for grid, lat in zip(grids, lattices):
@@ -136,3 +149,9 @@ def section_kinds(residual, sections) -> list[list[str]]:
         raise FormulaError(f"dsum levels=: sections {', '.join(repr(a) for a in absent)} of {col!r} get no "
                            "structure; list every section in levels=", term=col)
     return out
+
+
+def _plain(v) -> str:
+    """A data value as the user wrote it: 3, 2.5 or 'R3' (not numpy's np.int64(3))."""
+    v = v.item() if hasattr(v, "item") else v
+    return repr(v) if isinstance(v, str) else str(v)

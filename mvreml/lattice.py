@@ -188,8 +188,12 @@ def lattice_positions(values: np.ndarray, column: str, section: str) -> tuple[np
     try:
         x = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
+        bad = next((v for v in values if not _is_number(v)), values[0])
         raise DataError(f"lattice dimension {column!r}{section}: the positions must be numbers "
-                        f"(row / column numbers), got e.g. {values[0]!r}", column=column) from None
+                        f"(row / column numbers), got {bad!r}; give the row / column number of every "
+                        f"plot as a numeric column (or labels that are numbers, '3'), e.g. "
+                        f"data[{column!r}] = data[{column!r}].str.extract(r'(\d+)')[0].astype(int) for "
+                        f"labels such as 'R3'", column=column) from None
     if not np.all(np.isfinite(x)):
         raise DataError(f"lattice dimension {column!r}{section} has a missing position", column=column)
     if np.all(x == np.round(x)):
@@ -215,3 +219,11 @@ def neighbour_pairs(grid: np.ndarray, kinds) -> tuple[np.ndarray, np.ndarray]:
         A.append(grid[tuple(idx[ok].T)])
         B.append(grid[tuple(nb[ok].T)])
     return np.concatenate(A), np.concatenate(B)
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False

@@ -274,3 +274,33 @@ def test_dsum_levels_fit_and_bad_input():
     with pytest.raises(FE, match="same lattice factors"):
         mvreml.fit("y ~ site", random="~ gen", data=df,
                    residual="~ dsum(~ ar1(col):ar1(row) + ar1(row) | site, levels = list(1:2, 3))")
+
+
+def test_bad_lattice_input_names_plots_cells_and_fix():
+    DE = mvreml.errors.DataError
+    df = _field(6, sites=("S1", "S2"), holes=0, nan=0)
+    # two records on one plot of the second section: the plot, the section and the data rows
+    twice = pd.concat([df, df[df["site"] == "S2"].iloc[[3]]], ignore_index=True)
+    with pytest.raises(DE, match=r"two records on the plot col=1, row=4 in section site='S2' "
+                                 r"\(data rows \d+ and 63\)"):
+        mvreml.fit("y ~ site", random="~ gen", residual="~ dsum(~ ar1(col):ar1(row) | site)", data=twice)
+    # labels that are not positions: which value, and how to give numbers
+    with pytest.raises(DE, match=r"got 'R1'; give the row / column number of every plot as a numeric column"):
+        mvreml.fit("y ~ 1", random="~ gen", residual="~ ar1(col):ar1(row)", data=df.assign(row="R" + df["row"].astype(str)))
+    # a lattice that is not rectangular: which cells are absent, that they are missing plots
+    grid = pd.DataFrame([(c, r) for c in range(1, 4) for r in range(1, 5) if (c, r) not in ((2, 3), (3, 4))],
+                        columns=["col", "row"])
+    rng = np.random.default_rng(0)
+    grid["y"] = rng.standard_normal(len(grid))
+    with pytest.warns(mvreml.errors.DataWarning,
+                      match=r"col:row lattice is not complete: cells without a record 2 of 12 "
+                            r"\(col=2, row=3; col=3, row=4\) are treated as missing plots \(2 in all\)"):
+        res = mvreml.fit("y ~ 1", residual="~ ar1(col):ar1(row)", data=grid, maxiter=3)
+    assert res.n_obs == 10 and any("2 plots of the lattice have no record" in m for m in res.diagnostics)
+    # a complete lattice says nothing
+    full = pd.DataFrame([(c, r) for c in range(1, 4) for r in range(1, 5)], columns=["col", "row"])
+    full["y"] = rng.standard_normal(len(full))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mvreml.errors.DataWarning)
+        mvreml.fit("y ~ 1", residual="~ ar1(col):ar1(row)", data=full, maxiter=3)
