@@ -1,5 +1,6 @@
 """Figures of data and fits: the seed's trait scatter, the log L trace, variance components,
-correlation matrices and BLUPs with intervals.
+correlation matrices and BLUPs with intervals; for spatial fits the sample variogram and the
+residuals over the field (:mod:`mvreml._spatial_plot`).
 
 matplotlib is an optional dependency (``pip install mvreml[plot]``) and is imported only
 when a function here is called.  Every function draws on ``ax`` when given (its figure is
@@ -12,7 +13,10 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["trait_scatter", "loglik_trace", "varcomp_intervals", "correlation_heatmap", "blup_intervals"]
+__all__ = ["trait_scatter", "loglik_trace", "varcomp_intervals", "correlation_heatmap", "blup_intervals",
+           "variogram", "field"]
+
+from ._spatial_plot import field, variogram  # noqa: E402,F401  (the spatial figures)
 
 Z95 = 1.959963984540054     # two-sided 95% normal quantile
 

@@ -190,8 +190,11 @@ def test_bad_spatial_input():
     with pytest.raises(FormulaError, match="product of ar1\\(factor\\) and id\\(factor\\)"):
         mvreml.fit("y ~ 1", random="~ gen", residual="~ ar1(col):us(row)", data=df)
     two = df.assign(z=df["y"] * 2 + 1)
-    with pytest.raises(FormulaError, match="for one trait"):
+    with pytest.raises(FormulaError, match="multi-trait spatial residuals \\(ar1\\(col\\):ar1\\(row\\):"):
         mvreml.fit("cbind(y, z) ~ trait", random="~ diag(trait):gen", residual="~ ar1(col):ar1(row)", data=two)
+    with pytest.raises(FormulaError, match="multi-trait spatial residuals \\(us\\(trait\\):ar1\\(col\\)"):
+        mvreml.fit("cbind(y, z) ~ trait", random="~ diag(trait):gen", data=two,
+                   residual="~ us(trait):ar1(col):ar1(row)")
     with pytest.raises(DataError, match="positions must be numbers"):
         mvreml.fit("y ~ 1", random="~ gen", residual="~ ar1(gen):ar1(row)", data=df.assign(gen="g" + df["gen"]))
     res = mvreml.fit("y ~ 1", random="~ gen", residual="~ ar1(col):ar1(row)", data=df)

@@ -304,3 +304,29 @@ def test_bad_lattice_input_names_plots_cells_and_fix():
     with warnings.catch_warnings():
         warnings.simplefilter("error", mvreml.errors.DataWarning)
         mvreml.fit("y ~ 1", residual="~ ar1(col):ar1(row)", data=full, maxiter=3)
+
+
+def test_sample_variogram_equals_all_pairs():
+    """The grid-shift variogram against the all-pairs definition, two sections with holes."""
+    from mvreml.variogram import sample_variogram
+
+    rng = np.random.default_rng(8)
+    rec = _field(8, n_col=5, n_row=6, sites=("S1", "S2"), holes=6, nan=0)
+    rec = pd.DataFrame({"section": rec["site"], "pos_col": rec["col"] - 1, "pos_row": rec["row"] - 1,
+                        "residual": rng.standard_normal(len(rec))})
+    sums = {}
+    for _, g in rec.groupby("section"):
+        P, e = g[["pos_col", "pos_row"]].to_numpy(), g["residual"].to_numpy()
+        for a in range(len(e)):
+            for b in range(a + 1, len(e)):
+                lag = tuple(np.abs(P[a] - P[b]))
+                s, n = sums.get(lag, (0.0, 0))
+                sums[lag] = (s + 0.5 * (e[a] - e[b]) ** 2, n + 1)
+    v = sample_variogram(rec)
+    assert len(v) == len(sums)
+    for lc, lr, gamma, n in v.itertuples(index=False):
+        s, m = sums[(lc, lr)]
+        assert n == m and gamma == pytest.approx(s / m, rel=1e-12)
+    w = sample_variogram(rec, max_lag=2)
+    assert w["lag_col"].max() == 2 and w["lag_row"].max() == 2
+    pd.testing.assert_frame_equal(w, v[(v["lag_col"] <= 2) & (v["lag_row"] <= 2)].reset_index(drop=True))

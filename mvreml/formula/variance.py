@@ -295,6 +295,13 @@ def _lattice_residual(rhs, response: Response, piece: str, any_lattice: bool = F
     if any(f.name == "units" for f in factors):
         raise FormulaError(f"the residual {piece!r}: a spatial residual is written on the lattice "
                            "factors alone, e.g. ar1(col):ar1(row) (units is implied)", term=piece)
+    trait = next((f for f in factors if f.args is not None and f.pos and len(f.pos[0]) == 1
+                  and f.pos[0][0].text == "trait"), None)
+    if trait is not None or response.multivariate:
+        model = piece.lstrip("~ ").strip()
+        raise FormulaError(f"the residual {piece!r}: multi-trait spatial residuals ({model}: a trait matrix "
+                           "(x) AR1 (x) AR1 over the lattice) are not supported yet; fit the traits one at a "
+                           "time with a spatial residual each", term=piece)
     dims = []
     for f in factors:
         if f.args is None or f.name not in _LATTICE_CALLS:
@@ -307,9 +314,6 @@ def _lattice_residual(rhs, response: Response, piece: str, any_lattice: bool = F
         dims.append(Dim(col, f.name, None, None, f"{f.name}({col})"))
     if len({d.column for d in dims}) != len(dims) or len(dims) > 2:
         raise FormulaError(f"the residual {piece!r}: a lattice has one or two distinct dimensions", term=piece)
-    if response.multivariate:
-        raise FormulaError(f"the residual {piece!r}: spatial residuals are for one trait; several traits "
-                           "on a lattice are not supported yet", term=piece)
     label = ":".join(d.label for d in dims)
     return RandomTerm("units", (), "lattice", None, None, None, label, None, dims=tuple(dims),
                       order=tuple(d.column for d in dims))
