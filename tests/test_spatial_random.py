@@ -3,6 +3,8 @@ dsum of different spatial structures per section, against a dense V built from t
 every covariance written as a function of two records' positions (rho^|row_a - row_b| ...),
 restricted to the observed plots; log L to 1e-8, the score against finite differences of that
 dense log L, the AI matrix against 1/2 F'PF with F = [dV_j P y]."""
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -330,3 +332,26 @@ def test_sample_variogram_equals_all_pairs():
     w = sample_variogram(rec, max_lag=2)
     assert w["lag_col"].max() == 2 and w["lag_row"].max() == 2
     pd.testing.assert_frame_equal(w, v[(v["lag_col"] <= 2) & (v["lag_row"] <= 2)].reset_index(drop=True))
+
+
+def test_random_ar1_trend_is_the_lattice_residual_plus_nugget():
+    """The same V in two forms: sigma^2 AR1 (x) AR1 as a random trend on the lattice (K(rho) on
+    every position, missing plots included) beside an iid residual, and as the spatial residual
+    beside the nugget ``units``: the same REML log L and estimates."""
+    df = _field(21, n_col=10, n_row=12, holes=4, nan=0)
+    rng = np.random.default_rng(21)
+    Lc, Lr = (np.linalg.cholesky(_ar1(np.arange(n), r)) for n, r in ((10, 0.6), (12, 0.4)))
+    field = Lc @ rng.standard_normal((10, 12)) @ Lr.T
+    df["y"] = field[df["col"] - 1, df["row"] - 1] + rng.normal(0, np.sqrt(0.3), len(df))
+    df.loc[[3, 50, 97], "y"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trend = mvreml.fit("y ~ x", random="~ gen + ar1(col):ar1(row)", data=df, tol=1e-10, maxiter=80)
+        lattice = mvreml.fit("y ~ x", random="~ gen + units", residual="~ ar1(col):ar1(row)", data=df,
+                             tol=1e-10, maxiter=80)
+    assert trend.converged and lattice.converged
+    assert trend.loglik == pytest.approx(lattice.loglik, abs=1e-6)
+    a, b = trend.varcomp["estimate"], lattice.varcomp["estimate"]
+    for x, y in [("col:row", "col:row!R"), ("col:row!col!cor", "col:row!col!cor"),
+                 ("col:row!row!cor", "col:row!row!cor"), ("units", "units"), ("gen", "gen")]:
+        assert a[x] == pytest.approx(b[y], rel=2e-3, abs=1e-4), x
