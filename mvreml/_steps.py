@@ -12,6 +12,7 @@ from . import diagnose
 from ._workspace import Holds, Space, box_bounds, feasible, kinds, labels, psd_room, vech_to_theta
 from .boundary import (FLOOR, FLOOR_FINAL, Reduced, describe_reduced, is_psd_block, matrix_gradient,
                        theta_jacobian, theta_of_matrix, trait_scales)
+from .ar1_levels import hold_orphan_correlations
 from .likelihood import Infeasible
 from .structures import vech_pairs
 
@@ -109,6 +110,7 @@ class Iteration:
                 self.holds.box[i], self.holds.side[i] = True, side
                 theta[i] = self._at_bound(i, side, BOUND_REL)
                 changed = True
+        changed = hold_orphan_correlations(self, theta) or changed
         for bi, R in list(self.holds.reduced.items()):
             ks = space.of_block(bi)
             if not ks:
@@ -275,7 +277,7 @@ class Iteration:
                 names.append(self.labels[i])
                 changed = True
         for key in list(holds.texts):
-            if key[0] == "block":
+            if key[0] in ("block", "ar1"):     # ar1: released with its term's variance (ar1_levels)
                 continue
             if key[0] == "theta":
                 i = key[1]

@@ -317,3 +317,30 @@ def ar1_term_score(pat, b, rd, theta_b, U, Gi, cinv, Z, score, F) -> None:
         score[first + j] = -0.5 * (rd.t * tr1[j] + float(np.sum(Gi * Sd)))
         F[:, first + j] = Z @ (-rd.kcor.apply(kp, dK @ U)).ravel()
 
+
+
+def hold_orphan_correlations(run, theta) -> bool:
+    """Hold the correlations of an AR1 term whose variances are all held at zero (log L is flat
+    in them there: the iteration would wander), and release them once a variance is free again.
+    ``run`` is the step control (mvreml._steps); returns True when a hold changed."""
+    holds, changed = run.holds, False
+    for b in run.model.blocks:
+        st = b.structure
+        if st.name != "ar1term":
+            continue
+        kinds, fixed = st.kinds(), st.fixed_params()
+        var = [b.start + j for j, k in enumerate(kinds) if k == "variance" and not fixed[j]]
+        cors = [b.start + j for j in range(st.n_g, st.n_params) if kinds[j] == "correlation"]
+        zero = bool(var) and all(holds.box[i] and holds.side[i] < 0 for i in var)
+        for i in cors:
+            key = ("ar1", i)
+            if zero and not holds.ident[i]:
+                holds.ident[i] = True
+                holds.texts[key] = (f"{run.labels[i]} held at {theta[i]:.4g}: the variance of {b.name} is at "
+                                    "zero, so its correlation is not identified")
+                changed = True
+            elif not zero and key in holds.texts:
+                holds.ident[i] = False
+                del holds.texts[key]
+                changed = True
+    return changed

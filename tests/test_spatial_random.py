@@ -355,3 +355,18 @@ def test_random_ar1_trend_is_the_lattice_residual_plus_nugget():
     for x, y in [("col:row", "col:row!R"), ("col:row!col!cor", "col:row!col!cor"),
                  ("col:row!row!cor", "col:row!row!cor"), ("units", "units"), ("gen", "gen")]:
         assert a[x] == pytest.approx(b[y], rel=2e-3, abs=1e-4), x
+
+
+def test_ar1_term_at_zero_holds_its_correlation_and_says_so():
+    """A term whose variance goes to zero leaves log L flat in its correlation: held, named, and
+    the fit converges (before: 50 iterations of a wandering correlation, not converged)."""
+    df = _field(5, n_col=6, n_row=10, holes=4, nan=2, sites=("S1", "S2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mvreml.fit("y ~ site", random="~ at(site):ar1v(row) + gen", data=df)
+    assert res.converged
+    vc = res.varcomp
+    assert vc.loc["at(site, S1):row", "estimate"] < 1e-6
+    assert any("at(site, S1):row!row!cor held at" in m and "variance of at(site, S1):row is at zero" in m
+               for m in res.diagnostics)
+    assert vc.loc["at(site, S2):row", "estimate"] > 0.1      # the other site's term is estimated
