@@ -370,3 +370,54 @@ def test_ar1_term_at_zero_holds_its_correlation_and_says_so():
     assert any("at(site, S1):row!row!cor held at" in m and "variance of at(site, S1):row is at zero" in m
                for m in res.diagnostics)
     assert vc.loc["at(site, S2):row", "estimate"] > 0.1      # the other site's term is estimated
+
+
+def test_multitrait_ar1_term_matches_dense():
+    """us(trait):ar1(row):col with a missing trait here and there: Cov(y_ia, y_jb) =
+    G_ab rho^|row_i - row_j| [col_i = col_j] + R_ab [i = j], written from the data."""
+    df = _field(9, n_col=3, n_row=6, holes=2, nan=0)
+    df.loc[[1, 7], "y"] = np.nan
+    df.loc[[4], "z"] = np.nan
+    design, blocks, model = _model(df, "cbind(y, z) ~ trait", "~ us(trait):ar1(row):col", "~ units:us(trait)")
+    theta = np.array([1.2, 0.3, 0.8, 0.45, 1.0, -0.2, 0.7])
+    ev = model.evaluate(theta)
+    units = df[df[["y", "z"]].notna().any(axis=1)].reset_index(drop=True)
+    obs = [(i, a) for i in range(len(units)) for a, t in enumerate(("y", "z")) if pd.notna(units[t][i])]
+    yv = np.array([units[("y", "z")[a]][i] for i, a in obs])
+    X = design.X.toarray()
+
+    def mats(th):
+        G = np.array([[th[0], th[1]], [th[1], th[2]]])
+        R = np.array([[th[4], th[5]], [th[5], th[6]]])
+        return G, th[3], R
+
+    def V_of(th):
+        G, rho, R = mats(th)
+        V = np.zeros((len(obs), len(obs)))
+        for p, (i, a) in enumerate(obs):
+            for q, (j, b) in enumerate(obs):
+                same_col = units["col"][i] == units["col"][j]
+                V[p, q] = G[a, b] * rho ** abs(units["row"][i] - units["row"][j]) * same_col + R[a, b] * (i == j)
+        return V
+
+    def loglik(th):
+        V = V_of(th)
+        Vi = np.linalg.inv(V)
+        XtViX = X.T @ Vi @ X
+        P = Vi - Vi @ X @ np.linalg.solve(XtViX, X.T @ Vi)
+        N, p = X.shape
+        return -0.5 * ((N - p) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1]
+                       + yv @ P @ yv), P
+
+    np.testing.assert_allclose(design.y, yv)
+    ll, P = loglik(theta)
+    assert ev.loglik == pytest.approx(ll, rel=1e-8)
+    fd, F = np.zeros(7), np.zeros((len(obs), 7))
+    for i in range(7):
+        tp, tm = theta.copy(), theta.copy()
+        tp[i] += 1e-6
+        tm[i] -= 1e-6
+        fd[i] = (loglik(tp)[0] - loglik(tm)[0]) / 2e-6
+        F[:, i] = (V_of(tp) - V_of(tm)) / 2e-6 @ (P @ yv)
+    np.testing.assert_allclose(ev.score, fd, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ev.ai, 0.5 * F.T @ P @ F, rtol=1e-5, atol=1e-8)
