@@ -32,8 +32,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import FormulaError
-from .lattice import RHO_START, ar1_inverse_derivative, ar1_inverse_entries, ar1_matrix, lattice_positions
-from .lattice import neighbour_pairs
+from .lattice import (RHO_START, ar1_inverse_derivative, ar1_inverse_entries, ar1_matrix, lattice_positions,
+                      neighbour_pairs)
 from .structures.base import Structure
 
 #: AR1 structures of a random term's dimension

@@ -192,7 +192,7 @@ def lattice_positions(values: np.ndarray, column: str, section: str) -> tuple[np
         raise DataError(f"lattice dimension {column!r}{section}: the positions must be numbers "
                         f"(row / column numbers), got {bad!r}; give the row / column number of every "
                         f"plot as a numeric column (or labels that are numbers, '3'), e.g. "
-                        f"data[{column!r}] = data[{column!r}].str.extract(r'(\d+)')[0].astype(int) for "
+                        f"data[{column!r}] = data[{column!r}].str.extract(r'(\\d+)')[0].astype(int) for "
                         f"labels such as 'R3'", column=column) from None
     if not np.all(np.isfinite(x)):
         raise DataError(f"lattice dimension {column!r}{section} has a missing position", column=column)

@@ -29,7 +29,7 @@ def slatehall(data_dir):
 
 
 def test_variogram_heatmap_and_surface_draw_the_sample_variogram(slatehall, tmp_path):
-    df, res = slatehall
+    _, res = slatehall
     v = res.variogram()
     fig = plot.variogram(res)
     im = fig.axes[0].images[0].get_array()

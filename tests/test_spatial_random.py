@@ -212,7 +212,7 @@ def test_ar1_term_gaps_are_positions_and_labels():
     """A row without records is a position (rho^2 between its neighbours), as in the residual."""
     df = _field(11, holes=0, nan=0)
     df = df[df["row"] != 4].reset_index(drop=True)
-    design, blocks, model = _model(df, "y ~ 1", "~ ar1v(row):id(col)", None)
+    design, _, _ = _model(df, "y ~ 1", "~ ar1v(row):id(col)", None)
     rd = design.random[0]
     assert rd.kcor.dims[0][2] == 7 and rd.q == 4 * 7
     assert list(rd.levels[:3]) == ["1:1", "1:2", "1:3"]      # col:row, the plain factor slowest
@@ -378,7 +378,7 @@ def test_multitrait_ar1_term_matches_dense():
     df = _field(9, n_col=3, n_row=6, holes=2, nan=0)
     df.loc[[1, 7], "y"] = np.nan
     df.loc[[4], "z"] = np.nan
-    design, blocks, model = _model(df, "cbind(y, z) ~ trait", "~ us(trait):ar1(row):col", "~ units:us(trait)")
+    design, _, model = _model(df, "cbind(y, z) ~ trait", "~ us(trait):ar1(row):col", "~ units:us(trait)")
     theta = np.array([1.2, 0.3, 0.8, 0.45, 1.0, -0.2, 0.7])
     ev = model.evaluate(theta)
     units = df[df[["y", "z"]].notna().any(axis=1)].reset_index(drop=True)
