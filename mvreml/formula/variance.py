@@ -10,6 +10,8 @@ from ._parse import (_Factor, _BASES, _DIM_STRUCTURES, _LEVEL_CALLS, STRUCTURES,
                      _sides, _split, _structure, _terms, _text, _Tok, _trait_part, _unquote, _dedupe)
 from .specs import At, Dim, FixedSpec, RandomTerm, Response, VarianceSpec
 
+_AR1_CALLS = ("ar1", "ar1v", "ar1h")     # AR1 dimensions of a random term (mvreml.ar1_levels)
+
 # ---------------------------------------------------------------- random and residual
 def _level(f: _Factor, text: str) -> tuple[str, str | None, tuple[float, ...] | None, str, bool]:
     """A level factor of a random term -> (column, relmat, init, label, ide)."""
@@ -279,7 +281,6 @@ def parse_residual(formula: str | None, response: Response) -> RandomTerm:
 
 
 _LATTICE_CALLS = ("ar1", "id")
-_AR1_CALLS = ("ar1", "ar1v", "ar1h")     # AR1 dimensions of a random term (mvreml.ar1_levels)
 
 
 def _lattice_residual(rhs, response: Response, piece: str, any_lattice: bool = False) -> RandomTerm | None:
