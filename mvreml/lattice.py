@@ -173,6 +173,11 @@ class Lattice(Structure):
         return out
 
 
+#: a dimension's span may exceed its distinct values this many times (beyond MAX_SPAN_FREE)
+MAX_SPAN_RATIO = 10
+MAX_SPAN_FREE = 1000
+
+
 def lattice_positions(values: np.ndarray, column: str, section: str) -> tuple[np.ndarray, int]:
     """(position index of every plot, number of positions) of one lattice dimension.
 
@@ -198,7 +203,18 @@ def lattice_positions(values: np.ndarray, column: str, section: str) -> tuple[np
         raise DataError(f"lattice dimension {column!r}{section} has a missing position", column=column)
     if np.all(x == np.round(x)):
         lo = int(x.min())
-        return (x - lo).astype(np.int64), int(x.max()) - lo + 1
+        size = int(x.max()) - lo + 1
+        distinct = np.unique(x).size
+        # gaps are missing rows / columns, exact but not free: a span far wider than the values
+        # present (identifiers, plot numbers across sites) would build a lattice of mostly holes
+        if size > MAX_SPAN_RATIO * distinct and size > MAX_SPAN_FREE:
+            raise DataError(f"lattice dimension {column!r}{section}: its positions run from {lo} to "
+                            f"{int(x.max())} ({size} positions) but only {distinct} distinct values occur; "
+                            f"gaps are treated as missing rows / columns, so this would be a lattice of "
+                            f"mostly holes. Are these identifiers rather than row / column numbers? Give "
+                            f"the row or column number of every plot (e.g. renumber with "
+                            f"data[{column!r}].rank(method='dense'))", column=column)
+        return (x - lo).astype(np.int64), size
     uniq, inv = np.unique(x, return_inverse=True)
     return inv.astype(np.int64), len(uniq)
 

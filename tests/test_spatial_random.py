@@ -241,6 +241,12 @@ def test_ar1_term_bad_input():
     df = _field(2)
     with pytest.raises(mvreml.errors.DataError, match="positions must be numbers"):
         mvreml.fit("y ~ 1", random="~ ar1v(gen):col", data=df.assign(gen="g" + df["gen"]))
+    # identifiers, not positions: 10 distinct values spread over 1e6 would be a lattice of holes
+    ids = df.assign(row=df["row"] * 100_000)
+    with pytest.raises(mvreml.errors.DataError, match=r"7 distinct values occur.*rank\(method='dense'\)"):
+        mvreml.fit("y ~ 1", random="~ ar1v(row):col", data=ids)
+    with pytest.raises(mvreml.errors.DataError, match="mostly holes"):
+        mvreml.fit("y ~ 1", residual="~ ar1(col):ar1(row)", data=ids)
     with pytest.raises(mvreml.errors.FormulaError, match="cannot be crossed with vm"):
         ped = pd.DataFrame({"id": ["1", "2"], "sire": [None, None], "dam": [None, None]})
         mvreml.fit("y ~ 1", random="~ ar1(row):vm(gen, ped)", data=df, relmat={"ped": mvreml.Pedigree(ped)})
