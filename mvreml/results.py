@@ -187,6 +187,13 @@ class Result:
             Term name ("animal", "Family", residual "units").
         """
         traits = self._term(term)
+        if self.structures.get(term) == "ar1term":
+            # its variances and correlations live on the positions (K(rho)), not in a small G:
+            # a 1 x 1 identity here would read as a variance of 1
+            rows = self.varcomp.index[self.varcomp["term"] == term]
+            raise ModelError(f"term {term!r} has its variances and correlations on the positions of an "
+                             f"ar1 dimension, not in a level covariance matrix: read them from "
+                             f"res.varcomp ({', '.join(rows)})")
         out = pd.DataFrame(np.nan, index=pd.Index(traits), columns=pd.Index(traits))
         for a in traits:
             for b in traits:

@@ -235,6 +235,9 @@ def test_ar1_term_fits_and_reports():
     again = mvreml.fit("y ~ 1", random="~ ar1v(row):id(col)", data=df,
                        init={"row:col": np.array([[vc.loc["row:col", "estimate"]]])})
     assert again.loglik == pytest.approx(res.loglik, abs=1e-6)
+    # no 1 x 1 "covariance" of an ar1 term: its variance is in varcomp, not a level matrix
+    with pytest.raises(mvreml.errors.ModelError, match=r"row:col!row!cor"):
+        res.covariance("row:col")
 
 
 def test_ar1_term_bad_input():
