@@ -22,13 +22,12 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
-from . import _arrays, errors, estimable
+from . import _arrays, estimable
 from ._arrays import ArrayInputs, Random, Residual
+from ._fitrun import fix_mask, run, warn_fit
 from ._timing import Timer
-from ._workspace import is_psd_block
-from .errors import ArgumentError, StartingValueError, warn
+from .errors import ArgumentError, StartingValueError
 from .likelihood import Infeasible, REMLModel
-from .reml import Control, iterate
 from .report import build_result
 from .start import check_traits, phenotypic_covariance, starting_values, unit_residuals
 
@@ -310,35 +309,11 @@ class Model:
         return theta0, scale, given
 
     def _fix_mask(self, fix, given) -> np.ndarray:
-        mask = np.zeros(self.n_params, bool)
-        fix = [fix] if isinstance(fix, str) else list(fix or [])
-        for name in fix:
-            sel = np.zeros(self.n_params, bool)
-            for b in self.blocks:
-                if b.name == name or (name == "units" and b.k is None):
-                    sel[b.slice] = True
-            if name in self._names:
-                sel[self._names.index(name)] = True
-            if not sel.any():
-                raise ArgumentError(f"fix= names {name!r}, neither a term ({self.terms}) nor a parameter "
-                                    f"({self._names})", argument="fix")
-            if not given[sel].all():
-                raise StartingValueError(f"fix= holds {name!r} but init= gives no value for it", term=name)
-            for b in self.blocks:
-                part = sel[b.slice]
-                if part.any() and not part.all() and is_psd_block(b):
-                    # the iteration moves a us / corgh matrix on its elements as a whole
-                    raise ArgumentError(f"fix= holds {name!r}, one parameter of the {b.structure} matrix of "
-                                        f"{b.name!r}; single parameters can be held in diag, idv, corv, corh, "
-                                        f"fa and products, a {b.structure.name} matrix only as a whole term",
-                                        argument="fix")
-            mask |= sel
-        for b in self.blocks:
-            mask[b.slice] |= b.structure.fixed_params()   # scales held in a direct product
-        return mask
+        return fix_mask(self.blocks, self._names, fix, given)
 
     def fit(self, init: "Mapping | ArrayLike | None" = None, fix: str | Sequence[str] | None = None, *,
-            maxiter: int = 50, tol: float = 1e-7, verbose: bool = False) -> "Result":
+            maxiter: int = 50, tol: float = 1e-7, verbose: bool = False,
+            constraints: "Sequence | ArrayLike | None" = None) -> "Result":
         """Fit by AI-REML, as :func:`mvreml.fit` does.
 
         Parameters
@@ -351,6 +326,9 @@ class Model:
             Terms or single parameters (by label) held at their ``init`` values.
         maxiter, tol, verbose
             As in :func:`mvreml.fit`.
+        constraints : list of groups or matrix, optional
+            Equality / fixed-ratio constraints between parameters by component label (or a
+            constraint matrix M, theta = M phi), as in :func:`mvreml.fit`.
 
         Returns
         -------
@@ -370,24 +348,12 @@ class Model:
         check_traits(d, Y)
         theta0, scale, given = self._start(init, phenotypic_covariance(d, Y))
         mask = self._fix_mask(fix, given)
-        control = Control(maxiter=0 if mask.all() else maxiter, tol_loglik=tol, verbose=verbose)
-        try:
-            state = iterate(model, theta0, mask, scale, control)
-        except Infeasible as exc:
-            raise StartingValueError(f"cannot start the fit: {exc}") from None
-        if mask.all():
-            state.converged = True
-            state.reason = "all variance parameters fixed: BLUP with known variances"
+        state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
+                    constraints=constraints)
         result = build_result(model, state, self._fixed_label(), [b.name for b in self.blocks[:model.n_random]],
                               str(self._inputs.residual.structure), timer=model.timer,
                               seconds=time.perf_counter() - t_start)
-        if not state.converged:
-            warn(state.reason, errors.ConvergenceWarning)
-        for category, text in state.warnings:
-            warn(text, getattr(errors, category))
-        if state.bound is not None and state.bound.any():
-            warn("; ".join(m for m in result.diagnostics if "boundary" in m) or "a component is at its boundary",
-                 errors.BoundaryWarning)
+        warn_fit(result, state)
         return result
 
     def _fixed_label(self) -> str:
