@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike
 from . import _arrays, estimable
 from ._arrays import ArrayInputs, Random, Residual
 from ._fitrun import fix_mask, run, warn_fit
+from ._lsq import FixedLeastSquares
 from ._timing import Timer
 from .errors import ArgumentError, StartingValueError
 from .likelihood import Infeasible, REMLModel
@@ -148,9 +149,13 @@ class Model:
         self._weighted = weights is not None
         self._setup(inputs, ordering)
 
-    def _setup(self, inputs: ArrayInputs, ordering: str, reml: REMLModel | None = None, design=None):
+    def _setup(self, inputs: ArrayInputs, ordering: str, reml: REMLModel | None = None, design=None,
+               shared: dict | None = None):
         self._inputs = inputs
         self._ordering = ordering
+        # what refits of the same design share: least squares on X, the label of X
+        self._shared = shared if shared is not None else {}
+        self._last_theta = None          # the estimates of this model's last fit
         if reml is None:
             design, blocks = _arrays.build(inputs)
             reml = REMLModel(design, blocks, ordering=ordering, timer=Timer())
@@ -341,7 +346,8 @@ class Model:
         maxiter, tol, verbose = opts["maxiter"], opts["tol"], opts["verbose"]
         d, model = self.design, self._reml
         model.timer = Timer()
-        Y = unit_residuals(d)
+        ls = self._shared.get("lsq")
+        Y = ls.unit_residuals(d) if ls is not None else unit_residuals(d)
         estimable.check_estimable(d, Y)
         if self._weighted:
             estimable.check_weights(d, None, "weights")
@@ -353,6 +359,7 @@ class Model:
         result = build_result(model, state, self._fixed_label(), [b.name for b in self.blocks[:model.n_random]],
                               str(self._inputs.residual.structure), timer=model.timer,
                               seconds=time.perf_counter() - t_start)
+        self._last_theta = np.array(state.theta, copy=True)
         warn_fit(result, state)
         return result
 
@@ -361,12 +368,15 @@ class Model:
         so that mvreml.lrt refuses fits with different fixed effects (as it does formulas)."""
         import hashlib
 
+        if "xlabel" in self._shared:
+            return self._shared["xlabel"]
         X = self.design.X
         h = hashlib.sha1()
         for arr in (X.indptr, X.indices, X.data):
             h.update(np.ascontiguousarray(arr).tobytes())
         h.update("\0".join(self.design.fixef_names).encode())
-        return f"arrays: X with {X.shape[1]} columns [{h.hexdigest()[:12]}]"
+        self._shared["xlabel"] = f"arrays: X with {X.shape[1]} columns [{h.hexdigest()[:12]}]"
+        return self._shared["xlabel"]
 
     # ------------------------------------------------------------------ re-use
     def with_response(self, y: ArrayLike) -> "Model":
@@ -376,7 +386,9 @@ class Model:
         layout, the mixed-model equations' pattern and the CHOLMOD symbolic analysis (a copy
         of the factor), so its evaluations and fits skip all of that set-up. A different
         pattern of NaN changes the equations: the model is then built afresh (the inputs'
-        checks and K^-1 are still reused).
+        checks and K^-1 are still reused). Refits of one design also share a Cholesky factor
+        of X'X for the residuals after the fixed effects (starting values, checks), where a
+        fresh fit runs LSQR: the two agree to rounding.
         """
         Y, _ = _arrays.check_response(y, None)
         if Y.shape != self._inputs.Y.shape:
@@ -398,12 +410,34 @@ class Model:
                 reml.factor = reml.factor.copy()
             else:                     # scikit-sparse 0.5: no copy, analyse again
                 reml.factor, reml.selinv = None, None
-        new._setup(inputs, self._ordering, reml=reml)
+        if "lsq" not in self._shared:
+            self._shared["lsq"] = FixedLeastSquares(d.X)
+        new._setup(inputs, self._ordering, reml=reml, shared=self._shared)
         return new
 
-    def refit(self, y: ArrayLike, **fit_options) -> "Result":
-        """``with_response(y).fit(**fit_options)``: a fit of new responses on the same design."""
-        return self.with_response(y).fit(**fit_options)
+    def refit(self, y: ArrayLike, *, warm: bool = False, **fit_options) -> "Result":
+        """``with_response(y).fit(**fit_options)``: a fit of new responses on the same design.
+
+        Parameters
+        ----------
+        y : array (n x t)
+            New responses, as :meth:`with_response` takes them.
+        warm : bool
+            Start from the estimates of this model's last :meth:`fit` (not those of earlier
+            refits, so that a refit does not depend on the order of the others) instead of the
+            default starting values. Off by default, so that a refit starts where a fresh fit
+            of the same data starts and reaches the same estimates; a warm start reaches the
+            same optimum to the convergence tolerance. Ignored when ``init=`` is given.
+        **fit_options
+            As :meth:`fit` takes them (``init``, ``fix``, ``constraints``, ``maxiter``, ...).
+        """
+        new = self.with_response(y)
+        if warm and fit_options.get("init") is None:
+            if self._last_theta is None:
+                raise ArgumentError("refit(warm=True) starts from this model's last fit: call fit() first",
+                                    argument="warm")
+            fit_options["init"] = self._last_theta
+        return new.fit(**fit_options)
 
     def with_fixed(self, X: "ArrayLike | sp.spmatrix | Sequence | None",
                    fixef_names: Sequence | None = None) -> "Model":
