@@ -33,6 +33,8 @@ from .report import build_result
 from .start import check_traits, phenotypic_covariance, starting_values, unit_residuals
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .results import Result
 
 __all__ = ["Model", "Random", "Residual", "Evaluation", "Solution"]
@@ -438,6 +440,43 @@ class Model:
                                     argument="warm")
             fit_options["init"] = self._last_theta
         return new.fit(**fit_options)
+
+    def scan(self, columns: ArrayLike, theta: "ArrayLike | Mapping[str, float] | None" = None, *,
+             names: Sequence[str] | None = None) -> "pd.DataFrame":
+        """Test extra fixed-effect columns one at a time with the variance parameters held
+        (a GWAS scan): for each column, its trait-specific effects, standard errors and Wald
+        tests as ``with_fixed([X, column]).fit(init=theta, fix=<every term>)`` would give
+        them, from the factor this model holds (no new design, pattern or factorization;
+        :mod:`mvreml.scan`).
+
+        Parameters
+        ----------
+        columns : array (n x m)
+            One value per row of y for each of m columns (genotypes coded 0 / 1 / 2, ...).
+        theta : vector or mapping, optional
+            The variance parameters (default: the estimates of this model's last fit).
+        names : sequence of str, optional
+            Names of the columns.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index (column, trait): estimate, std_error, z_ratio, pvalue, and per column the
+            joint Wald statistic over the traits (wald, wald_pvalue) and aliased.
+        """
+        from .scan import scan_columns
+
+        if theta is None:
+            if self._last_theta is None:
+                raise ArgumentError("scan() holds the variance parameters at theta: give theta= or call fit() "
+                                    "first", argument="theta")
+            th = self._last_theta
+        else:
+            th = self.theta(theta)
+        try:
+            return scan_columns(self._reml, th, columns, self._inputs.Y.shape[0], names, self.traits)
+        except Infeasible as exc:
+            raise ArgumentError(f"theta is outside the parameter space: {exc}", argument="theta") from None
 
     def with_fixed(self, X: "ArrayLike | sp.spmatrix | Sequence | None",
                    fixef_names: Sequence | None = None) -> "Model":
