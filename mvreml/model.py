@@ -320,7 +320,7 @@ class Model:
 
     def fit(self, init: "Mapping | ArrayLike | None" = None, fix: str | Sequence[str] | None = None, *,
             maxiter: int = 50, tol: float = 1e-7, verbose: bool = False,
-            constraints: "Sequence | ArrayLike | None" = None) -> "Result":
+            constraints: "Sequence | ArrayLike | None" = None, fixef_vcov: bool = True) -> "Result":
         """Fit by AI-REML, as :func:`mvreml.fit` does.
 
         Parameters
@@ -336,6 +336,10 @@ class Model:
         constraints : list of groups or matrix, optional
             Equality / fixed-ratio constraints between parameters by component label (or a
             constraint matrix M, theta = M phi), as in :func:`mvreml.fit`.
+        fixef_vcov : bool
+            Compute the fixed effects' covariance matrix (``Result.fixef_vcov``, which Wald
+            tests and ``Result.contrast`` need): p solves with the factor, a quarter of a small
+            refit. False leaves it None (standard errors of the fixed effects are kept).
 
         Returns
         -------
@@ -360,7 +364,7 @@ class Model:
                     constraints=constraints)
         result = build_result(model, state, self._fixed_label(), [b.name for b in self.blocks[:model.n_random]],
                               str(self._inputs.residual.structure), timer=model.timer,
-                              seconds=time.perf_counter() - t_start)
+                              seconds=time.perf_counter() - t_start, fixef_vcov=bool(fixef_vcov))
         self._last_theta = np.array(state.theta, copy=True)
         warn_fit(result, state)
         return result

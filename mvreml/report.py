@@ -30,8 +30,9 @@ def _expand(reduced, model) -> list:
 
 
 def build_result(model: REMLModel, state: FitState, fixed: str, random, residual, timer=None,
-                 seconds: float = 0.0):
-    """Assemble the Result of a finished iteration."""
+                 seconds: float = 0.0, fixef_vcov: bool = True):
+    """Assemble the Result of a finished iteration (``fixef_vcov=False``: without the p solves
+    of the fixed effects' covariance, Result.fixef_vcov None)."""
     from .results import Result
 
     d = model.design
@@ -102,7 +103,7 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     fixef = pd.DataFrame({"estimate": sol[:p], "std_error": np.sqrt(np.clip(diag[:p], 0, None))},
                          index=pd.Index(d.fixef_names, name="effect"))
     # the factor held may be that of a candidate the iteration rejected: refactorize at theta
-    fixef_vcov = model.fixed_vcov(theta=theta)
+    fixef_vcov = model.fixed_vcov(theta=theta) if fixef_vcov else None
     blups = {}
     for rd, off, block in zip(d.random, model.pattern.offsets, model.blocks[:model.n_random]):
         n = rd.q * rd.t

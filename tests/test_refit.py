@@ -60,3 +60,19 @@ def test_fixed_least_squares_equals_lsqr_and_falls_back_when_rank_deficient():
     # a rank-deficient X (not from a Design): no factor, LSQR's answer
     bad = FixedLeastSquares(sp.csr_matrix(np.column_stack([np.ones(10), np.ones(10)])))
     assert bad.factor is None
+
+
+def test_refit_without_the_fixed_effects_covariance():
+    Y, Z, lv = _small(seed=6)
+    X = np.ones((len(Y), 1))
+    base = _model(Y, X, Z)
+    base.fit()
+    Y2 = np.where(np.isnan(Y), np.nan, Y + np.random.default_rng(4).normal(size=Y.shape))
+    full = base.refit(Y2)
+    lean = base.refit(Y2, fixef_vcov=False)
+    assert full.fixef_vcov is not None and lean.fixef_vcov is None
+    assert lean.loglik == full.loglik
+    np.testing.assert_array_equal(lean.varcomp["estimate"], full.varcomp["estimate"])
+    np.testing.assert_array_equal(lean.fixef["std_error"], full.fixef["std_error"])
+    with pytest.raises(mvreml.errors.ModelError, match="fixef_vcov=False"):
+        lean.wald()
