@@ -88,7 +88,16 @@ def run(model, theta0: np.ndarray, scale: np.ndarray, mask: np.ndarray, *, maxit
     """
     from ._workspace import labels
 
-    con = parse_constraints(constraints, model.blocks, labels(model), mask)
+    names = labels(model)
+    con = parse_constraints(constraints, model.blocks, names, mask)
+    if con is not None:
+        for g in con.groups:
+            g = list(g)
+            if mask[g].all() and not np.allclose(theta0[g] / con.ratio[g], theta0[g[0]], rtol=1e-12, atol=0.0):
+                # held values are never moved: pooling them would change what the user fixed
+                raise ArgumentError(f"fix= holds the constraint group {[names[i] for i in g]} at values that break "
+                                    f"it ({', '.join(f'{theta0[i]:.6g}' for i in g)}): give init= values that "
+                                    "satisfy the constraint", argument="constraints")
     control = Control(maxiter=0 if mask.all() else maxiter, tol_loglik=tol, verbose=verbose)
     try:
         state = iterate(model, theta0, mask, scale, control, checkpoint=checkpoint, resume=resume,

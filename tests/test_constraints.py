@@ -131,6 +131,10 @@ def test_array_model_constraints_and_label_fix_match_the_formula(cucumber):
         m.fit(init={"site_S1!R": 1.0}, fix=["site_S1!R"], constraints=con)
     both = m.fit(init={"site_S1!R": 1.0, "site_S2!R": 1.0}, fix=["site_S1!R", "site_S2!R"], constraints=con)
     assert list(both.varcomp["bound"][1:3]) == ["F", "F"]
+    assert list(both.varcomp["estimate"][1:3]) == [1.0, 1.0]
+    # held values that break the constraint are refused, not moved to their mean
+    with pytest.raises(ArgumentError, match="break"):
+        m.fit(init={"site_S1!R": 1.0, "site_S2!R": 2.0}, fix=["site_S1!R", "site_S2!R"], constraints=con)
 
 
 def test_fix_by_label_in_fit_and_errors(cucumber):
@@ -207,3 +211,17 @@ def test_correlation_held_near_one_is_kept_exactly_not_clipped():
     # a correlation of exactly 1 is not a starting value: said, not clipped to 0.999
     with pytest.raises(StartingValueError):
         m.fit(init={cor: 1.0}, fix=[cor])
+
+
+def test_correlation_estimated_at_one_is_held_and_said():
+    """A corh correlation whose estimate goes to +1 is held at the bound and reported "B"
+    with a BoundaryWarning naming it (not moved to 0.999 in silence)."""
+    rng = np.random.default_rng(8)
+    n, q = 400, 40
+    grp = rng.integers(0, q, n)
+    Y = rng.normal(size=(n, 2)) + 2 * rng.normal(size=(q, 1))[grp] * [1.0, 1.0]
+    df = pd.DataFrame({"a": Y[:, 0], "b": Y[:, 1], "fam": grp.astype(str)})
+    with pytest.warns(mvreml.errors.BoundaryWarning, match="fam:trait!cor"):
+        f = mvreml.fit("cbind(a, b) ~ trait", random="~ corh(trait):fam", data=df)
+    assert f.varcomp.loc["fam:trait!cor", "bound"] == "B"
+    assert 1 - 1e-6 < f.varcomp.loc["fam:trait!cor", "estimate"] < 1
