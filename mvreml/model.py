@@ -348,8 +348,8 @@ class Model:
         from ._validate import fit_options
 
         t_start = time.perf_counter()
-        opts = fit_options(maxiter=maxiter, verbose=verbose, tol=tol)
-        maxiter, tol, verbose = opts["maxiter"], opts["tol"], opts["verbose"]
+        opts = fit_options(maxiter=maxiter, verbose=verbose, tol=tol, fix=fix)
+        maxiter, tol, verbose, fix = opts["maxiter"], opts["tol"], opts["verbose"], opts["fix"]
         d, model = self.design, self._reml
         model.timer = Timer()
         ls = self._shared.get("lsq")

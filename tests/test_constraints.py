@@ -132,6 +132,8 @@ def test_array_model_constraints_and_label_fix_match_the_formula(cucumber):
     both = m.fit(init={"site_S1!R": 1.0, "site_S2!R": 1.0}, fix=["site_S1!R", "site_S2!R"], constraints=con)
     assert list(both.varcomp["bound"][1:3]) == ["F", "F"]
     assert list(both.varcomp["estimate"][1:3]) == [1.0, 1.0]
+    with pytest.raises(ArgumentError, match="component label"):
+        m.fit(fix=3)                                   # the formula route's check of fix=
     # held values that break the constraint are refused, not moved to their mean
     with pytest.raises(ArgumentError, match="break"):
         m.fit(init={"site_S1!R": 1.0, "site_S2!R": 2.0}, fix=["site_S1!R", "site_S2!R"], constraints=con)
@@ -158,6 +160,8 @@ def test_fix_by_label_in_fit_and_errors(cucumber):
         _fit(FIXED, RANDOM, DSUM, data=cucumber, constraints=np.ones((6, 2)))
     with pytest.raises(ArgumentError, match="one row per parameter"):
         _fit(FIXED, RANDOM, DSUM, data=cucumber, constraints=np.eye(5))
+    with pytest.raises(ArgumentError, match="component label"):
+        _fit(FIXED, RANDOM, DSUM, data=cucumber, init=init, fix=3)
     with pytest.raises(ArgumentError, match="list of groups"):
         _fit(FIXED, RANDOM, DSUM, data=cucumber, constraints="loc_Clemson!R")
 
