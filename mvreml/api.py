@@ -100,8 +100,9 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         ``[["site_S1!R", "site_S2!R"]]`` estimates one residual variance for both sites,
         ``[{"a": 1, "b": 0.1}]`` keeps b a tenth of a, a term name ties all of its parameters
         to another term's position by position, and a matrix M (n_params x n_free, one
-        positive entry per row) states theta = M phi. The iteration steps on phi; members of
-        a group are reported with bound "C" and share its standard error (times their ratio);
+        positive entry per row) states theta = M phi. The iteration steps on phi; the members
+        set from a group's first are reported with bound "C" (asreml's code), all share the
+        group's standard error (times their ratio);
         ``result.model["n_varparams"]`` counts a group once. See :mod:`mvreml.constraints`.
     -------
     mvreml.Result

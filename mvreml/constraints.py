@@ -6,7 +6,9 @@ to the group's first member (ratio 1: equal); phi holds one value per group and 
 unconstrained parameter. The AI-REML iteration steps on phi (the working parameter of a
 group has the column M[:, g] in d theta / d w, so its score is M' score and its information
 M' AI M), and the reported standard errors come from that reduced AI matrix: the members of
-a group share theirs (times their ratio).
+a group share theirs (times their ratio). In ``Result.varcomp`` the members set from the
+group's first have bound "C" (asreml's code for a constrained parameter; the first keeps P
+or U), so that parameters minus F minus C are those estimated (``model["n_varparams"]``).
 
 Accepted forms:
 

@@ -14,7 +14,8 @@ from .structures import jacobian_elements, vech_pairs
 
 
 def _bound_code(kind: str, fixed: bool, bound: bool, constrained: bool = False) -> str:
-    """asreml's codes: F fixed, B at a boundary, C tied to others by constraints=, else P / U."""
+    """asreml's codes: F fixed, B at a boundary, C set from another parameter by constraints=,
+    else P / U."""
     if fixed:
         return "F"
     if bound:
@@ -50,7 +51,9 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     held = state.fixed | (state.bound & ~reduced)
     se_theta[held] = np.nan
     con = getattr(state, "constraints", None)
-    constrained = con.constrained if con is not None else np.zeros(len(theta), bool)
+    # asreml's "C": a parameter set by a constraint from another (the group's first keeps its
+    # own code), so that params - F - C is the number estimated
+    constrained = con.dependent if con is not None else np.zeros(len(theta), bool)
 
     rows, index = [], []
     comp_rows, jac_blocks = [], []
