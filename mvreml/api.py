@@ -11,9 +11,8 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 
-import pandas as pd
-
 import numpy as np
+import pandas as pd
 
 from . import _threads, estimable
 from ._fitrun import fix_mask, run, warn_fit
@@ -104,6 +103,8 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         set from a group's first are reported with bound "C" (asreml's code), all share the
         group's standard error (times their ratio);
         ``result.model["n_varparams"]`` counts a group once. See :mod:`mvreml.constraints`.
+
+    Returns
     -------
     mvreml.Result
 
