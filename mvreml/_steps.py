@@ -299,8 +299,11 @@ class Iteration:
         theta = theta.copy()
         changed = False
         for i in np.flatnonzero(holds.box):
-            j = self._direction(i)
-            g, a = float(j @ ev.score), float(j @ ev.ai @ j)
+            if self.con is None:
+                g, a = ev.score[i], ev.ai[i, i]
+            else:                       # a group: its score and information along M's column
+                j = self._direction(i)
+                g, a = float(j @ ev.score), float(j @ ev.ai @ j)
             if g * holds.side[i] < 0 and a > 0 and g ** 2 / (2 * a) > RELEASE_GAIN \
                     and holds.released[i] < self.control.max_releases:
                 holds.box[i] = False
