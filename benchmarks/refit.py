@@ -1,15 +1,17 @@
 """Refits vs fresh fits through the array route (issue 15): the U-S problem with new responses.
 
-    python -m benchmarks.refit [--n 50] [--size S] [--snps 0]
+    python -m benchmarks.refit [--n 50] [--size S] [--formula-every 10]
 
 The U model of benchmarks.run (``y1 ~ 1 + sex + cg``, ``~ vm(animal, ped)``) is built once as
 an :class:`mvreml.Model` from arrays (A^-1 of the pedigree computed once and passed as Kinv),
 then fitted to ``n`` new responses (y1 plus independent noise, same missing pattern) two
 ways: a fresh Model per response (design, MME pattern, symbolic analysis and fit each time)
-and ``model.refit(y)`` (pattern and analysis reused). Both fits of a response must agree
-(log L to 1e-9 relative); a third run refits from the first fit's estimates (``init=theta``).
-``--snps K`` times ``with_fixed`` over K random SNP columns as
-well (a GWAS-like loop). Prints a Markdown table; nothing is appended to RESULTS.md.
+and ``model.refit(y)`` (pattern and analysis reused), and ``model.refit(y, warm=True)``
+(started from the first fit's estimates), response by response (the load of a shared
+machine then weighs on all alike); every ``--formula-every``-th response is also fitted
+fresh through the formula route (``mvreml.fit`` on the data frame with the Pedigree, A^-1
+built per fit), what a user without the array API runs. Prints a Markdown table (seconds
+per fit); nothing is appended to RESULTS.md. The GWAS-like loop is benchmarks/gwas.py.
 """
 from __future__ import annotations
 
@@ -50,10 +52,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--size", default="S", choices=problems.SIZES)
-    ap.add_argument("--snps", type=int, default=0)
+    ap.add_argument("--formula-every", type=int, default=10,
+                    help="a fresh mvreml.fit (formula, data frame, pedigree) on every k-th response")
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore", mvreml.errors.DataWarning)
     y, X, Z, rel = arrays(a.size)
+    ped, data = problems.read(a.size)
+    data = data[data["y1"].notna()].reset_index(drop=True)
+    pedigree = mvreml.Pedigree(ped, allow_sire_dam=True)
     rng = np.random.default_rng(15)
     ys = [y + rng.normal(scale=1.0, size=len(y)) for _ in range(a.n)]
 
@@ -62,35 +68,45 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     base = mvreml.Model(y, X, random=term())
-    theta = base.fit().varcomp["estimate"].to_numpy()
+    base.fit()
     t_first = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    fresh = [mvreml.Model(yi, X, random=term()).fit() for yi in ys]
-    t_fresh = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    refit = [base.refit(yi) for yi in ys]
-    t_refit = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    warm = [base.refit(yi, init=theta) for yi in ys]         # started from the first fit's estimates
-    t_warm = time.perf_counter() - t0
-    worst = max(abs(f.loglik - r.loglik) / abs(f.loglik) for f, r in zip(fresh, refit))
-    worst_warm = max(abs(f.loglik - r.loglik) / abs(f.loglik) for f, r in zip(fresh, warm))
-    its = np.mean([r.iterations for r in refit])
-    print("| problem | n | records | first fit (s) | fresh fits (s) | refits (s) | refit / fresh | "
-          "mean iterations | max rel. diff log L | warm refits (s) | warm / fresh | warm iterations | "
-          "warm max rel. diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| U-{a.size} | {a.n} | {len(y)} | {t_first:.3f} | {t_fresh:.2f} | {t_refit:.2f} | "
-          f"{t_refit / t_fresh:.2f} | {its:.1f} | {worst:.1e} | {t_warm:.2f} | {t_warm / t_fresh:.2f} | "
-          f"{np.mean([r.iterations for r in warm]):.1f} | {worst_warm:.1e} |")
-    if a.snps:
-        snp = rng.integers(0, 3, (len(y), a.snps)).astype(float)
+    # interleaved, response by response: the load of a shared machine hits every kind alike
+    times = {"fresh": 0.0, "refit": 0.0, "warm": 0.0, "formula": 0.0}
+    its = {"fresh": [], "refit": [], "warm": []}
+    worst = {"refit": 0.0, "warm": 0.0, "formula": 0.0}
+    n_formula = 0
+    for i, yi in enumerate(ys):
         t0 = time.perf_counter()
-        for k in range(a.snps):
-            base.with_fixed(sp.hstack([X, sp.csr_matrix(snp[:, k:k + 1])], format="csr")).fit()
-        t_gwas = time.perf_counter() - t0
-        print(f"\nwith_fixed over {a.snps} SNP columns: {t_gwas:.2f} s ({t_gwas / a.snps:.3f} s per SNP)")
+        fresh = mvreml.Model(yi, X, random=term()).fit()
+        times["fresh"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        refit = base.refit(yi)
+        times["refit"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        warm = base.refit(yi, warm=True)
+        times["warm"] += time.perf_counter() - t0
+        for k, r in (("fresh", fresh), ("refit", refit), ("warm", warm)):
+            its[k].append(r.iterations)
+        for k, r in (("refit", refit), ("warm", warm)):
+            worst[k] = max(worst[k], abs(r.loglik - fresh.loglik) / abs(fresh.loglik))
+        if a.formula_every and i % a.formula_every == 0:
+            t0 = time.perf_counter()
+            f = mvreml.fit("y1 ~ 1 + sex + cg", "~ vm(animal, ped)", data=data.assign(y1=yi),
+                           relmat={"ped": pedigree})
+            times["formula"] += time.perf_counter() - t0
+            n_formula += 1
+            worst["formula"] = max(worst["formula"], abs(f.loglik - fresh.loglik) / abs(fresh.loglik))
+    per = {k: v / a.n for k, v in times.items() if k != "formula"}
+    per["formula"] = times["formula"] / max(n_formula, 1)
+    print("| problem | n | records | first fit (s) | fresh Model fit (s) | fresh mvreml.fit (s) | refit (s) | "
+          "warm refit (s) | refit / fresh Model | warm / fresh Model | refit / fresh mvreml.fit | "
+          "iterations fresh / refit / warm | max rel. diff log L refit / warm / formula |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| U-{a.size} | {a.n} | {len(y)} | {t_first:.3f} | {per['fresh']:.4f} | {per['formula']:.4f} "
+          f"({n_formula} fits) | {per['refit']:.4f} | {per['warm']:.4f} | {per['refit'] / per['fresh']:.2f} | "
+          f"{per['warm'] / per['fresh']:.2f} | {per['refit'] / per['formula']:.2f} | "
+          f"{np.mean(its['fresh']):.2f} / {np.mean(its['refit']):.2f} / {np.mean(its['warm']):.2f} | "
+          f"{worst['refit']:.1e} / {worst['warm']:.1e} / {worst['formula']:.1e} |")
 
 
 if __name__ == "__main__":

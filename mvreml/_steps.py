@@ -35,16 +35,29 @@ class Iteration:
     scale : ndarray
         Typical magnitude of each parameter.
     control : mvreml.reml.Control
+    constraints : mvreml.constraints.Constraints, optional
+        Groups of parameters tied by fixed ratios: one working parameter per group, every
+        hold of a group's first member holds the group (theta is projected on the
+        constraints after every change).
     """
 
-    def __init__(self, model, fixed, scale, control):
+    def __init__(self, model, fixed, scale, control, constraints=None):
         self.model = model
+        self.con = constraints
         self.fixed = fixed
         self.scale = scale
         self.control = control
         self.labels = labels(model)
         self.kinds = kinds(model)
         self.lower, self.upper, self.box = box_bounds(model)
+        if constraints is not None:
+            for g in constraints.groups:
+                g = list(g)
+                r = constraints.ratio[g]
+                # a group's box: where every member is inside its own (ratios are positive)
+                self.lower[g[0]] = np.max(self.lower[g] / r)
+                self.upper[g[0]] = np.min(self.upper[g] / r)
+                self.box[g[0]] = self.box[g].any()
         self.holds = Holds(len(scale))
         self.d = {bi: trait_scales(b, scale) for bi, b in enumerate(model.blocks) if is_psd_block(b)}
         self.messages: list = []
@@ -52,7 +65,20 @@ class Iteration:
 
     def space(self, theta):
         """The working parameters at theta under the current holds."""
-        return Space(self.model, theta, self.fixed, self.holds, self.lower, self.upper, self.scale, self.d)
+        return Space(self.model, theta, self.fixed, self.holds, self.lower, self.upper, self.scale, self.d,
+                     self.con)
+
+    def tie(self, theta):
+        """theta with the constrained parameters set from their groups' first members."""
+        return theta if self.con is None else self.con.project(theta)
+
+    def _direction(self, i):
+        """d theta / d theta_i of parameter i as a working parameter (its group's column)."""
+        if self.con is not None:
+            return self.con.column(i)
+        j = np.zeros(len(self.scale))
+        j[i] = 1.0
+        return j
 
     def _scaled(self, bi, G):
         return G / np.outer(self.d[bi], self.d[bi])
@@ -133,7 +159,7 @@ class Iteration:
             if drop.any() and np.linalg.eigvalsh(Sc)[0] < 0 and not self.holds.ident_el.get(bi):
                 theta = self._reduce(bi, S, int((~drop).sum()), theta)
                 changed = True
-        return changed, theta
+        return changed, self.tie(theta)
 
     def _at_bound(self, i, side, floor):
         """Value of parameter i held at its lower (side -1) or upper (+1) bound."""
@@ -209,7 +235,7 @@ class Iteration:
             what = f"{self.labels[i]} held at its current value {theta[i]:.4g}"
         self.holds.texts[key] = (f"{diagnose.describe(named, self.labels, self.kinds)}; {what} so that the "
                                  "rest can be estimated")
-        return theta
+        return self.tie(theta)
 
     # ------------------------------------------------------------------ candidates
     def step_lengths(self, theta, space, delta):
@@ -258,6 +284,12 @@ class Iteration:
                 held = (self.holds.box | self.holds.ident | self.fixed)[b.slice]
                 cand[held] = theta[b.slice][held]
             new[b.slice] = cand if b.structure.feasible(cand) else theta[b.slice]
+        if self.con is not None:
+            # each member's own EM update, then the group at their mean (a fallback step: the
+            # iteration accepts it only if log L does not fall)
+            new = self.con.pool(new)
+            if not feasible(self.model, new):
+                new = theta.copy()
         return new, reduced
 
     # ------------------------------------------------------------------ KKT release
@@ -269,8 +301,12 @@ class Iteration:
         theta = theta.copy()
         changed = False
         for i in np.flatnonzero(holds.box):
-            a = ev.ai[i, i]
-            if ev.score[i] * holds.side[i] < 0 and a > 0 and ev.score[i] ** 2 / (2 * a) > RELEASE_GAIN \
+            if self.con is None:
+                g, a = ev.score[i], ev.ai[i, i]
+            else:                       # a group: its score and information along M's column
+                j = self._direction(i)
+                g, a = float(j @ ev.score), float(j @ ev.ai @ j)
+            if g * holds.side[i] < 0 and a > 0 and g ** 2 / (2 * a) > RELEASE_GAIN \
                     and holds.released[i] < self.control.max_releases:
                 holds.box[i] = False
                 holds.released[i] += 1
@@ -281,9 +317,8 @@ class Iteration:
                 continue
             if key[0] == "theta":
                 i = key[1]
-                j = np.zeros(len(theta))
-                j[i] = 1.0
-                inward = ev.score[i] * holds.side[i] < 0 if holds.side[i] else True
+                j = self._direction(i)
+                inward = float(j @ ev.score) * holds.side[i] < 0 if holds.side[i] else True
             else:
                 b = model.blocks[key[1]]
                 j = np.zeros(len(theta))
@@ -328,7 +363,7 @@ class Iteration:
                 theta = self._reduce(bi, H, R.r + 1, theta)
             names.append(f"a direction of the {b.name} matrix")
             changed = True
-        return theta, changed, ", ".join(names)
+        return self.tie(theta), changed, ", ".join(names)
 
     # ------------------------------------------------------------------ unbounded log L
     def unbounded(self, ev, theta):
@@ -365,6 +400,7 @@ class Iteration:
                     th[b.slice] = theta_of_matrix(b.structure, Reduced(R.d, R.perm, R.L, floor=f).matrix())
                 else:
                     th[what] = self.lower[what] + f * self.scale[what]
+                    th = self.tie(th)
                 try:
                     lls.append(self.model.evaluate(th, derivatives=False).loglik)
                 except Infeasible:
@@ -400,6 +436,7 @@ class Iteration:
             moved = True
         if not moved:
             return ev, theta
+        new = self.tie(new)
         try:
             return self.model.evaluate(new), new
         except Infeasible:
@@ -446,4 +483,7 @@ class Iteration:
             for p in held:
                 ident[b.start + vech_to_theta(b.structure)[p]] = True
         bound = self.holds.box | ident | reduced
+        if self.con is not None:
+            # a group is held as a whole: its members share the first member's state
+            bound, ident = bound[self.con.leader], ident[self.con.leader]
         return ai_inv, bound, reduced, ident

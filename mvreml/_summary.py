@@ -213,7 +213,8 @@ class Summary:
         """The summary as plain text."""
         width = max(len(k) for k, _ in self.header)
         lines = ["mvreml REML fit"] + [f"  {k:<{width}}  {v}" for k, v in self.header]
-        lines += ["", "Variance components (bound: P positive, B boundary/singular, F fixed, U unconstrained)",
+        lines += ["", "Variance components (bound: P positive, B boundary/singular, F fixed, C constrained, "
+                      "U unconstrained)",
                   self._table(self.varcomp)] + self._positional_lines()
         lines += ["", "Fixed effects", self._table(self.fixef)]
         if self.n_fixef_hidden:
@@ -229,7 +230,7 @@ class Summary:
         fmt = {c: f for c, f in self._FORMATS.items()}
         parts = [f"<div><strong>mvreml REML fit</strong><table>{rows}</table>",
                  "<p><strong>Variance components</strong> (bound: P positive, B boundary/singular, "
-                 "F fixed, U unconstrained)</p>",
+                 "F fixed, C constrained, U unconstrained)</p>",
                  self.varcomp.to_html(formatters={c: f for c, f in fmt.items() if c in self.varcomp}),
                  f"<p>{esc(_POSITIONAL_HEAD)} "
                  + ", ".join(f"{esc(v)} = {esc(label)}" for v, label in self.positional) + "</p>",

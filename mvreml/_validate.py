@@ -67,12 +67,13 @@ def fit_options(*, relmat=None, fix=None, weights=None, maxiter=50, verbose=Fals
         fix = (fix,)
     elif fix is not None:
         if isinstance(fix, Mapping) or not hasattr(fix, "__iter__"):
-            raise ArgumentError(f"fix= takes a term name or a list of term names, not "
+            raise ArgumentError(f"fix= takes a term name or component label, or a list of them, not "
                                 f"{type(fix).__name__}", argument="fix")
         fix = tuple(fix)
         bad = [f for f in fix if not isinstance(f, str)]
         if bad:
-            raise ArgumentError(f"fix= takes term names (strings); {bad[0]!r} is not one", argument="fix")
+            raise ArgumentError(f"fix= takes term names or component labels (strings); {bad[0]!r} is not one",
+                                argument="fix")
     if weights is not None and not isinstance(weights, str):
         raise ArgumentError(f"weights= takes the name of a data column, not {type(weights).__name__}",
                             argument="weights")

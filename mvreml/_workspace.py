@@ -45,11 +45,14 @@ class Space:
 
     A parameter of a box-bounded term is its own working parameter ("theta"); a us / corgh
     matrix moves on its elements ("vech", so corgh steps are exactly us steps); a matrix held
-    at reduced rank on the free entries of its factor ("eta").
+    at reduced rank on the free entries of its factor ("eta"). Under equality / ratio
+    constraints (:class:`mvreml.constraints.Constraints`) a group is one working parameter,
+    owned by its first member, whose column of J is the group's column of M (theta = M phi).
     """
 
-    def __init__(self, model, theta, fixed, holds: Holds, lower, upper, scale, d):
+    def __init__(self, model, theta, fixed, holds: Holds, lower, upper, scale, d, constraints=None):
         n = len(theta)
+        self.constraints = constraints
         cols, self.lower, self.upper, self.scale, self.owner = [], [], [], [], []
 
         def add(c, lo, up, sc, owner):
@@ -83,8 +86,13 @@ class Space:
                 for i in range(b.start, b.stop):
                     if holds.box[i] or holds.ident[i] or fixed[i]:
                         continue
-                    c = np.zeros(n)
-                    c[i] = 1.0
+                    if constraints is not None and constraints.dependent[i]:
+                        continue            # moves with its group's first member
+                    if constraints is not None:
+                        c = constraints.column(i)
+                    else:
+                        c = np.zeros(n)
+                        c[i] = 1.0
                     add(c, lower[i], upper[i], scale[i], (bi, "theta", i))
         self.J = np.column_stack(cols) if cols else np.zeros((n, 0))
         self.lower, self.upper, self.scale = map(np.array, (self.lower, self.upper, self.scale))
@@ -139,6 +147,8 @@ class Space:
                     new[b.slice] = np.inf
                     continue
             new[b.slice] = theta_of_matrix(b.structure, G)
+        if self.constraints is not None:
+            new = self.constraints.project(new)
         return new, reduced
 
 

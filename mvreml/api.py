@@ -11,19 +11,20 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
-from . import _threads, errors, estimable
+from . import _threads, estimable
+from ._fitrun import fix_mask, run, warn_fit
 from ._timing import Timer
 from ._validate import fit_options
+from ._workspace import labels as component_labels
 from .design import Design, build_design
-from .errors import BoundaryWarning, ConvergenceWarning, StartingValueError, warn
+from .errors import ModelError, StartingValueError
 from .formula import parse_fixed, parse_random, parse_residual
-from .likelihood import Infeasible, ParamBlock, REMLModel
-from .reml import Control, iterate
+from .likelihood import ParamBlock, REMLModel
 from .report import build_result
-from .start import (check_traits, fixed_mask, pairwise_init, phenotypic_covariance,
-                    starting_values, unit_residuals)
+from .start import check_traits, pairwise_init, phenotypic_covariance, starting_values, unit_residuals
 from .lattice import Lattice
 from .structures import Product, Structure, make_structure
 
@@ -35,7 +36,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         weights: str | None = None, maxiter: int = 50, verbose: bool = False,
         ordering: str = "default", tol: float = 1e-7, missing_animals: str = "error",
         checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-        threads: int | None = None):
+        threads: int | None = None, constraints=None):
     """Fit a (multivariate) linear mixed model by AI-REML.
 
     Parameters
@@ -60,7 +61,10 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         ``"pairwise"``: fit the univariate (and, for 3+ traits, bivariate) sub-models first
         and start from their combined, positive-definite estimates.
     fix : str or list of str, optional
-        Terms held at their `init` values (BLUP with known variances); a string is one term.
+        Terms (``"Family"``, ``"units"``) or single parameters by component label
+        (``"Family:trait!velocity:velocity"``, as in ``Result.varcomp.index``) held at their
+        `init` values (all of them: BLUP with known variances); a string is one name. A
+        us / corgh matrix is held as a whole term only.
     weights : str, optional
         Column of weights: the residual covariance of a unit is R0 / w.
     maxiter : int
@@ -90,6 +94,15 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         dense blocks, where threads only wait for each other and collapse when another process
         holds a core), else the cores this process may use. Recorded in
         ``result.model["blas_threads"]``.
+    constraints : list of groups or matrix, optional
+        Equality / fixed-ratio constraints between variance parameters (asreml's vcc / vcm):
+        ``[["site_S1!R", "site_S2!R"]]`` estimates one residual variance for both sites,
+        ``[{"a": 1, "b": 0.1}]`` keeps b a tenth of a, a term name ties all of its parameters
+        to another term's position by position, and a matrix M (n_params x n_free, one
+        positive entry per row) states theta = M phi. The iteration steps on phi; the members
+        set from a group's first are reported with bound "C" (asreml's code), all share the
+        group's standard error (times their ratio);
+        ``result.model["n_varparams"]`` counts a group once. See :mod:`mvreml.constraints`.
 
     Returns
     -------
@@ -114,6 +127,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     rspec = parse_random(random, fspec.response)
     resid = parse_residual(residual, fspec.response)
     options["threads"] = threads
+    options["constraints"] = constraints
     label = resid.label if residual is None else residual
     return _fit_warn(fspec, rspec, resid, data, init, options, (fixed, random, label), t_start,
                      checkpoint=checkpoint, resume=resume)
@@ -149,19 +163,13 @@ def _fit_warn(fspec, rspec, resid, data, init, options, labels, t_start, *, chec
     result, state = _fit_parsed(fspec, rspec, resid, data, init=init, fix=fix, labels=labels,
                                 checkpoint=checkpoint, resume=resume, **options)
     result.model["seconds"] = float(time.perf_counter() - t_start)
-    if not state.converged:
-        warn(state.reason, ConvergenceWarning)
-    for category, text in state.warnings:
-        warn(text, getattr(errors, category))
-    if state.bound is not None and state.bound.any():
-        warn("; ".join(m for m in result.diagnostics if "boundary" in m) or "a component is at its boundary",
-             BoundaryWarning)
+    warn_fit(result, state)
     return result
 
 
 def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, relmat=None, weights=None,
                 maxiter=50, verbose=False, ordering="default", tol=1e-7, missing_animals="error",
-                checkpoint=None, resume=None, threads=None):
+                checkpoint=None, resume=None, threads=None, constraints=None):
     """The fit on parsed formula pieces (also used for the sub-models of init="pairwise").
 
     Returns (Result, FitState); warnings are left to the caller.
@@ -177,7 +185,6 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
     check_traits(design, Y)
     P = phenotypic_covariance(design, Y)
     blocks = _blocks(design, resid)
-    terms = [b.name for b in blocks]
     if isinstance(init, str) and resume is None:
         if init != "pairwise":
             raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")
@@ -195,19 +202,15 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         if b.k is None:     # every residual section
             estimable.scale_residual(b, theta0, scale, estimable.residual_weight_scale(design, weights),
                                      from_init=bool(init) and (b.name in init or "units" in init))
-    fixed_mask_ = fixed_mask(blocks, fix, init, terms)
-    maxiter_eff = 0 if fixed_mask_.all() else maxiter
     model = REMLModel(design, blocks, ordering=ordering, timer=timer)
-    control = Control(maxiter=maxiter_eff, tol_loglik=tol, verbose=verbose)
+    given = np.zeros(len(theta0), bool)
+    for b in blocks:
+        given[b.slice] = bool(init) and (b.name in init or (b.k is None and "units" in init))
+    mask = fix_mask(blocks, component_labels(model), fix, given, error=ModelError)
     n_threads = _threads.choose(threads, model.pattern.n_eq)
     with _threads.blas_threads(n_threads):
-        try:
-            state = iterate(model, theta0, fixed_mask_, scale, control, checkpoint=checkpoint, resume=resume)
-        except Infeasible as exc:
-            raise StartingValueError(f"cannot start the fit: {exc}") from None
-        if fixed_mask_.all():
-            state.converged = True
-            state.reason = "all variance parameters fixed: BLUP with known variances"
+        state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
+                    constraints=constraints, checkpoint=checkpoint, resume=resume)
         fixed, random, residual = labels or (None, None, resid.label)
         result = build_result(model, state, fixed, random, residual, timer=timer,
                               seconds=time.perf_counter() - t_start)

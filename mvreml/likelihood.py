@@ -25,6 +25,10 @@ LOG2PI = np.log(2.0 * np.pi)
 log = logging.getLogger("mvreml")
 
 
+#: fixed_vcov solves with a dense identity block up to this many entries (8 bytes each)
+DENSE_RHS = 4_000_000
+
+
 @dataclass
 class ParamBlock:
     """The parameters of one term (a random term or the residual)."""
@@ -391,7 +395,14 @@ class REMLModel:
             return None
         if theta is not None:
             self.refactorize(theta)
-        E = sp.csc_matrix((np.ones(p), (np.arange(p), np.arange(p))), shape=(self.pattern.n_eq, p))
+        n_eq = self.pattern.n_eq
+        if n_eq * p <= DENSE_RHS:
+            # a dense right-hand side: CHOLMOD's supernodal solve runs on BLAS blocks (faster
+            # than the sparse solve, which builds the sparse solution column by column)
+            E = np.zeros((n_eq, p))
+            E[np.arange(p), np.arange(p)] = 1.0
+        else:
+            E = sp.csc_matrix((np.ones(p), (np.arange(p), np.arange(p))), shape=(n_eq, p))
         X = self.factor(E)
         # only the fixed rows are wanted: slice before densifying the P x p solution
         V = X[:p].toarray()[:, :p] if sp.issparse(X) else np.asarray(X)[:p, :p]

@@ -22,17 +22,19 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
-from . import _arrays, errors, estimable
+from . import _arrays, estimable
 from ._arrays import ArrayInputs, Random, Residual
+from ._fitrun import fix_mask, run, warn_fit
+from ._lsq import FixedLeastSquares
 from ._timing import Timer
-from ._workspace import is_psd_block
-from .errors import ArgumentError, StartingValueError, warn
+from .errors import ArgumentError, StartingValueError
 from .likelihood import Infeasible, REMLModel
-from .reml import Control, iterate
 from .report import build_result
 from .start import check_traits, phenotypic_covariance, starting_values, unit_residuals
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .results import Result
 
 __all__ = ["Model", "Random", "Residual", "Evaluation", "Solution"]
@@ -149,9 +151,13 @@ class Model:
         self._weighted = weights is not None
         self._setup(inputs, ordering)
 
-    def _setup(self, inputs: ArrayInputs, ordering: str, reml: REMLModel | None = None, design=None):
+    def _setup(self, inputs: ArrayInputs, ordering: str, reml: REMLModel | None = None, design=None,
+               shared: dict | None = None):
         self._inputs = inputs
         self._ordering = ordering
+        # what refits of the same design share: least squares on X, the label of X
+        self._shared = shared if shared is not None else {}
+        self._last_theta = None          # the estimates of this model's last fit
         if reml is None:
             design, blocks = _arrays.build(inputs)
             reml = REMLModel(design, blocks, ordering=ordering, timer=Timer())
@@ -310,35 +316,11 @@ class Model:
         return theta0, scale, given
 
     def _fix_mask(self, fix, given) -> np.ndarray:
-        mask = np.zeros(self.n_params, bool)
-        fix = [fix] if isinstance(fix, str) else list(fix or [])
-        for name in fix:
-            sel = np.zeros(self.n_params, bool)
-            for b in self.blocks:
-                if b.name == name or (name == "units" and b.k is None):
-                    sel[b.slice] = True
-            if name in self._names:
-                sel[self._names.index(name)] = True
-            if not sel.any():
-                raise ArgumentError(f"fix= names {name!r}, neither a term ({self.terms}) nor a parameter "
-                                    f"({self._names})", argument="fix")
-            if not given[sel].all():
-                raise StartingValueError(f"fix= holds {name!r} but init= gives no value for it", term=name)
-            for b in self.blocks:
-                part = sel[b.slice]
-                if part.any() and not part.all() and is_psd_block(b):
-                    # the iteration moves a us / corgh matrix on its elements as a whole
-                    raise ArgumentError(f"fix= holds {name!r}, one parameter of the {b.structure} matrix of "
-                                        f"{b.name!r}; single parameters can be held in diag, idv, corv, corh, "
-                                        f"fa and products, a {b.structure.name} matrix only as a whole term",
-                                        argument="fix")
-            mask |= sel
-        for b in self.blocks:
-            mask[b.slice] |= b.structure.fixed_params()   # scales held in a direct product
-        return mask
+        return fix_mask(self.blocks, self._names, fix, given)
 
     def fit(self, init: "Mapping | ArrayLike | None" = None, fix: str | Sequence[str] | None = None, *,
-            maxiter: int = 50, tol: float = 1e-7, verbose: bool = False) -> "Result":
+            maxiter: int = 50, tol: float = 1e-7, verbose: bool = False,
+            constraints: "Sequence | ArrayLike | None" = None, fixef_vcov: bool = True) -> "Result":
         """Fit by AI-REML, as :func:`mvreml.fit` does.
 
         Parameters
@@ -351,6 +333,13 @@ class Model:
             Terms or single parameters (by label) held at their ``init`` values.
         maxiter, tol, verbose
             As in :func:`mvreml.fit`.
+        constraints : list of groups or matrix, optional
+            Equality / fixed-ratio constraints between parameters by component label (or a
+            constraint matrix M, theta = M phi), as in :func:`mvreml.fit`.
+        fixef_vcov : bool
+            Compute the fixed effects' covariance matrix (``Result.fixef_vcov``, which Wald
+            tests and ``Result.contrast`` need): p solves with the factor, a quarter of a small
+            refit. False leaves it None (standard errors of the fixed effects are kept).
 
         Returns
         -------
@@ -359,35 +348,25 @@ class Model:
         from ._validate import fit_options
 
         t_start = time.perf_counter()
-        opts = fit_options(maxiter=maxiter, verbose=verbose, tol=tol)
-        maxiter, tol, verbose = opts["maxiter"], opts["tol"], opts["verbose"]
+        opts = fit_options(maxiter=maxiter, verbose=verbose, tol=tol, fix=fix)
+        maxiter, tol, verbose, fix = opts["maxiter"], opts["tol"], opts["verbose"], opts["fix"]
         d, model = self.design, self._reml
         model.timer = Timer()
-        Y = unit_residuals(d)
+        ls = self._shared.get("lsq")
+        Y = ls.unit_residuals(d) if ls is not None else unit_residuals(d)
         estimable.check_estimable(d, Y)
         if self._weighted:
             estimable.check_weights(d, None, "weights")
         check_traits(d, Y)
         theta0, scale, given = self._start(init, phenotypic_covariance(d, Y))
         mask = self._fix_mask(fix, given)
-        control = Control(maxiter=0 if mask.all() else maxiter, tol_loglik=tol, verbose=verbose)
-        try:
-            state = iterate(model, theta0, mask, scale, control)
-        except Infeasible as exc:
-            raise StartingValueError(f"cannot start the fit: {exc}") from None
-        if mask.all():
-            state.converged = True
-            state.reason = "all variance parameters fixed: BLUP with known variances"
+        state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
+                    constraints=constraints)
         result = build_result(model, state, self._fixed_label(), [b.name for b in self.blocks[:model.n_random]],
                               str(self._inputs.residual.structure), timer=model.timer,
-                              seconds=time.perf_counter() - t_start)
-        if not state.converged:
-            warn(state.reason, errors.ConvergenceWarning)
-        for category, text in state.warnings:
-            warn(text, getattr(errors, category))
-        if state.bound is not None and state.bound.any():
-            warn("; ".join(m for m in result.diagnostics if "boundary" in m) or "a component is at its boundary",
-                 errors.BoundaryWarning)
+                              seconds=time.perf_counter() - t_start, fixef_vcov=bool(fixef_vcov))
+        self._last_theta = np.array(state.theta, copy=True)
+        warn_fit(result, state)
         return result
 
     def _fixed_label(self) -> str:
@@ -395,12 +374,15 @@ class Model:
         so that mvreml.lrt refuses fits with different fixed effects (as it does formulas)."""
         import hashlib
 
+        if "xlabel" in self._shared:
+            return self._shared["xlabel"]
         X = self.design.X
         h = hashlib.sha1()
         for arr in (X.indptr, X.indices, X.data):
             h.update(np.ascontiguousarray(arr).tobytes())
         h.update("\0".join(self.design.fixef_names).encode())
-        return f"arrays: X with {X.shape[1]} columns [{h.hexdigest()[:12]}]"
+        self._shared["xlabel"] = f"arrays: X with {X.shape[1]} columns [{h.hexdigest()[:12]}]"
+        return self._shared["xlabel"]
 
     # ------------------------------------------------------------------ re-use
     def with_response(self, y: ArrayLike) -> "Model":
@@ -410,7 +392,9 @@ class Model:
         layout, the mixed-model equations' pattern and the CHOLMOD symbolic analysis (a copy
         of the factor), so its evaluations and fits skip all of that set-up. A different
         pattern of NaN changes the equations: the model is then built afresh (the inputs'
-        checks and K^-1 are still reused).
+        checks and K^-1 are still reused). Refits of one design also share a Cholesky factor
+        of X'X for the residuals after the fixed effects (starting values, checks), where a
+        fresh fit runs LSQR: the two agree to rounding.
         """
         Y, _ = _arrays.check_response(y, None)
         if Y.shape != self._inputs.Y.shape:
@@ -432,12 +416,71 @@ class Model:
                 reml.factor = reml.factor.copy()
             else:                     # scikit-sparse 0.5: no copy, analyse again
                 reml.factor, reml.selinv = None, None
-        new._setup(inputs, self._ordering, reml=reml)
+        if "lsq" not in self._shared:
+            self._shared["lsq"] = FixedLeastSquares(d.X)
+        new._setup(inputs, self._ordering, reml=reml, shared=self._shared)
         return new
 
-    def refit(self, y: ArrayLike, **fit_options) -> "Result":
-        """``with_response(y).fit(**fit_options)``: a fit of new responses on the same design."""
-        return self.with_response(y).fit(**fit_options)
+    def refit(self, y: ArrayLike, *, warm: bool = False, **fit_options) -> "Result":
+        """``with_response(y).fit(**fit_options)``: a fit of new responses on the same design.
+
+        Parameters
+        ----------
+        y : array (n x t)
+            New responses, as :meth:`with_response` takes them.
+        warm : bool
+            Start from the estimates of this model's last :meth:`fit` (not those of earlier
+            refits, so that a refit does not depend on the order of the others) instead of the
+            default starting values. Off by default, so that a refit starts where a fresh fit
+            of the same data starts and reaches the same estimates; a warm start reaches the
+            same optimum to the convergence tolerance. Ignored when ``init=`` is given.
+        **fit_options
+            As :meth:`fit` takes them (``init``, ``fix``, ``constraints``, ``maxiter``, ...).
+        """
+        new = self.with_response(y)
+        if warm and fit_options.get("init") is None:
+            if self._last_theta is None:
+                raise ArgumentError("refit(warm=True) starts from this model's last fit: call fit() first",
+                                    argument="warm")
+            fit_options["init"] = self._last_theta
+        return new.fit(**fit_options)
+
+    def scan(self, columns: ArrayLike, theta: "ArrayLike | Mapping[str, float] | None" = None, *,
+             names: Sequence[str] | None = None) -> "pd.DataFrame":
+        """Test extra fixed-effect columns one at a time with the variance parameters held
+        (a GWAS scan): for each column, its trait-specific effects, standard errors and Wald
+        tests as ``with_fixed([X, column]).fit(init=theta, fix=<every term>)`` would give
+        them, from the factor this model holds (no new design, pattern or factorization;
+        :mod:`mvreml.scan`).
+
+        Parameters
+        ----------
+        columns : array (n x m)
+            One value per row of y for each of m columns (genotypes coded 0 / 1 / 2, ...).
+        theta : vector or mapping, optional
+            The variance parameters (default: the estimates of this model's last fit).
+        names : sequence of str, optional
+            Names of the columns.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index (column, trait): estimate, std_error, z_ratio, pvalue, and per column the
+            joint Wald statistic over the traits (wald, wald_pvalue) and aliased.
+        """
+        from .scan import scan_columns
+
+        if theta is None:
+            if self._last_theta is None:
+                raise ArgumentError("scan() holds the variance parameters at theta: give theta= or call fit() "
+                                    "first", argument="theta")
+            th = self._last_theta
+        else:
+            th = self.theta(theta)
+        try:
+            return scan_columns(self._reml, th, columns, self._inputs.Y.shape[0], names, self.traits)
+        except Infeasible as exc:
+            raise ArgumentError(f"theta is outside the parameter space: {exc}", argument="theta") from None
 
     def with_fixed(self, X: "ArrayLike | sp.spmatrix | Sequence | None",
                    fixef_names: Sequence | None = None) -> "Model":

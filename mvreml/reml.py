@@ -32,6 +32,7 @@ as the uninterrupted fit would have.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -95,10 +96,11 @@ class FitState:
     reduced: np.ndarray | None = None        # parameters of matrices held at reduced rank
     singular: np.ndarray | None = None       # parameters held because the data do not identify them
     warnings: list = field(default_factory=list)   # (warning class name, text)
+    constraints: object = None               # mvreml.constraints.Constraints of the fit, if any
 
 
 def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.ndarray,
-            control: Control, checkpoint=None, resume=None) -> FitState:
+            control: Control, checkpoint=None, resume=None, constraints=None) -> FitState:
     """Run AI-REML from theta0 (or from a checkpoint).
 
     Parameters
@@ -116,9 +118,17 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
     resume : path, optional
         Checkpoint to continue from instead of theta0; it must have been written for this
         model, these data and these fixed values (else CheckpointError).
+    constraints : mvreml.constraints.Constraints, optional
+        Equality / ratio constraints: the iteration steps on the reduced parameters (theta =
+        M phi); theta0 is first put on them (each group at its members' mean).
     """
-    run = Iteration(model, fixed, scale, control)
+    if constraints is not None:
+        theta0 = constraints.pool(theta0)
+    run = Iteration(model, fixed, scale, control, constraints)
     sig = ckpt.signature(model, fixed, theta0) if (checkpoint is not None or resume is not None) else None
+    if sig is not None and constraints is not None:
+        sig = hashlib.sha1((sig + repr((constraints.leader.tolist(), constraints.ratio.tolist())))
+                                .encode()).hexdigest()
     converged, reason, where = False, "", None
     t0 = time.perf_counter()
     if resume is not None:
@@ -231,7 +241,8 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
     model.refactorize(theta)
     return FitState(theta=theta, evaluation=ev, converged=converged, reason=reason, iterations=it,
                     history=history, bound=bound, fixed=fixed.copy(), ai_inverse=ai_inv,
-                    messages=run.messages, reduced=reduced, singular=singular, warnings=run.warnings)
+                    messages=run.messages, reduced=reduced, singular=singular, warnings=run.warnings,
+                    constraints=constraints)
 
 
 def _ai_iteration(run, ev, theta, hold):

@@ -13,11 +13,15 @@ from .reml import FitState
 from .structures import jacobian_elements, vech_pairs
 
 
-def _bound_code(kind: str, fixed: bool, bound: bool) -> str:
+def _bound_code(kind: str, fixed: bool, bound: bool, constrained: bool = False) -> str:
+    """asreml's codes: F fixed, B at a boundary, C set from another parameter by constraints=,
+    else P / U."""
     if fixed:
         return "F"
     if bound:
         return "B"
+    if constrained:
+        return "C"
     return "P" if kind == "variance" else "U"
 
 
@@ -27,8 +31,9 @@ def _expand(reduced, model) -> list:
 
 
 def build_result(model: REMLModel, state: FitState, fixed: str, random, residual, timer=None,
-                 seconds: float = 0.0):
-    """Assemble the Result of a finished iteration."""
+                 seconds: float = 0.0, fixef_vcov: bool = True):
+    """Assemble the Result of a finished iteration (``fixef_vcov=False``: without the p solves
+    of the fixed effects' covariance, Result.fixef_vcov None)."""
     from .results import Result
 
     d = model.design
@@ -45,6 +50,10 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     # held at zero or a user-fixed parameter has none
     held = state.fixed | (state.bound & ~reduced)
     se_theta[held] = np.nan
+    con = getattr(state, "constraints", None)
+    # asreml's "C": a parameter set by a constraint from another (the group's first keeps its
+    # own code), so that params - F - C is the number estimated
+    constrained = con.dependent if con is not None else np.zeros(len(theta), bool)
 
     rows, index = [], []
     comp_rows, jac_blocks = [], []
@@ -61,7 +70,8 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
             se = float(se_theta[i])
             rows.append(dict(term=b.name, estimate=est, std_error=se,
                              z_ratio=est / se if np.isfinite(se) and se > 0 else np.nan,
-                             bound=_bound_code(kind, bool(state.fixed[i]), bool(state.bound[i])), kind=kind))
+                             bound=_bound_code(kind, bool(state.fixed[i]), bool(state.bound[i]),
+                                               bool(constrained[i])), kind=kind))
             index.append(lab)
         G = st.matrix(theta[b.slice])
         for (i, j) in vech_pairs(len(traits)):
@@ -96,7 +106,7 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     fixef = pd.DataFrame({"estimate": sol[:p], "std_error": np.sqrt(np.clip(diag[:p], 0, None))},
                          index=pd.Index(d.fixef_names, name="effect"))
     # the factor held may be that of a candidate the iteration rejected: refactorize at theta
-    fixef_vcov = model.fixed_vcov(theta=theta)
+    fixef_vcov = model.fixed_vcov(theta=theta) if fixef_vcov else None
     blups = {}
     for rd, off, block in zip(d.random, model.pattern.offsets, model.blocks[:model.n_random]):
         n = rd.q * rd.t
@@ -128,10 +138,16 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
                 if b == "B" and not r]
     if at_bound:
         diagnostics.append("at the boundary (held there, reported with bound 'B'): " + ", ".join(at_bound))
+    if con is not None:
+        names = list(varcomp.index)
+        diagnostics.append("constrained (bound 'C'): " + "; ".join(
+            " = ".join(names[i] if con.ratio[i] == 1.0 else f"{con.ratio[i]:.6g} x {names[g[0]]}"
+                       if i != g[0] else names[i] for i in g) for g in con.groups))
     if not state.converged:
         diagnostics.append(state.reason)
     hist = pd.DataFrame(state.history)
-    n_free = int((~state.fixed).sum())
+    # parameters estimated: a constraint group counts once (the df of a likelihood-ratio test)
+    n_free = int((~state.fixed).sum()) - (int((con.dependent & ~state.fixed).sum()) if con is not None else 0)
     bases = {rd.name: {name: params for name, params in rd.bases.items()} for rd in d.random if rd.bases}
     model_info = dict(fixed=fixed, random=random, residual=residual, n_varparams=n_free, bases=bases,
                       n_fixed_params=int(p), data_signature=d.signature(),

@@ -114,7 +114,7 @@ def wald_table(fixef: pd.DataFrame, fixef_vcov: np.ndarray, fixed_terms: dict,
     """
     if fixef_vcov is None:
         raise ModelError("the fixed effects' covariance matrix was not stored (too many fixed "
-                         "effects), so Wald tests are not available")
+                         "effects, or a fit with fixef_vcov=False), so Wald tests are not available")
     C = np.asarray(fixef_vcov, dtype=float)
     b = fixef["estimate"].to_numpy(dtype=float)
     keep = _estimable(fixef, C)

@@ -418,6 +418,7 @@ def test_readme_embedding_example_runs():
     assert ns["model"].loglik(ns["theta"]) == pytest.approx(ns["res"].loglik, rel=1e-12)
     assert ns["sol"].blups["family"].shape == (40, 2)
     assert "height:snp" in ns["gwas"].fixef.index
+    assert ns["scan"].shape[0] == 200 * 2 and ns["scan"]["std_error"].gt(0).all()
 
 
 def test_residual_groups_match_formula_dsum():
