@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from . import _threads, errors, estimable
+from . import _threads, errors, estimable, fa_sparse
 from ._timing import Timer
 from ._validate import fit_options
 from .design import Design, build_design
 from .errors import BoundaryWarning, ConvergenceWarning, StartingValueError, warn
 from .formula import parse_fixed, parse_random, parse_residual
-from .likelihood import Infeasible, ParamBlock, REMLModel
+from .likelihood import Infeasible, ParamBlock
 from .reml import Control, iterate
 from .report import build_result
 from .start import (check_traits, fixed_mask, pairwise_init, phenotypic_covariance,
@@ -197,7 +197,7 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
                                      from_init=bool(init) and (b.name in init or "units" in init))
     fixed_mask_ = fixed_mask(blocks, fix, init, terms)
     maxiter_eff = 0 if fixed_mask_.all() else maxiter
-    model = REMLModel(design, blocks, ordering=ordering, timer=timer)
+    model = fa_sparse.make_model(design, blocks, ordering=ordering, timer=timer)
     control = Control(maxiter=maxiter_eff, tol_loglik=tol, verbose=verbose)
     n_threads = _threads.choose(threads, model.pattern.n_eq)
     with _threads.blas_threads(n_threads):
@@ -209,7 +209,7 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
             state.converged = True
             state.reason = "all variance parameters fixed: BLUP with known variances"
         fixed, random, residual = labels or (None, None, resid.label)
-        result = build_result(model, state, fixed, random, residual, timer=timer,
+        result = build_result(fa_sparse.result_model(model), state, fixed, random, residual, timer=timer,
                               seconds=time.perf_counter() - t_start)
     result.model["blas_threads"] = n_threads
     return result, state

@@ -185,13 +185,15 @@ class FactorREMLModel(REMLModel):
             pos[:, r] = at
         self.tr_pos = pos
         self.kfactor = None
+        self.Wcur = W.copy()
         self._wf_ptr = (_i64(ip.M_R.indptr), _i64(ip.M_Rdiag.indptr))
 
     def _set_loadings(self, L: np.ndarray):
         """W's score columns and the map of W'R^-1 W into C at loadings L (c x k)."""
         ip = self.ip
-        ip.W.data[self.wf_idx] = self.wf_base * L[self.wf_site, self.wf_r]
-        W = ip.W
+        # a copy: the pattern's W keeps its construction values (the checkpoint's signature)
+        W = self.Wcur
+        W.data[self.wf_idx] = self.wf_base * L[self.wf_site, self.wf_r]
         m_ptr, d_ptr = self._wf_ptr
         M, D = ip.M_R, ip.M_Rdiag
         missing = _k.residual_map(_i64(W.indptr), _i64(W.indices), np.ascontiguousarray(W.data),
@@ -264,13 +266,13 @@ class FactorREMLModel(REMLModel):
             C = ip.assemble(rinv_pairs, ginv)
             Rinv = ip.rinv_matrix(rinv_pairs)
             ry = Rinv @ d.y
-            rhs = ip.W.T @ ry
+            rhs = self.Wcur.T @ ry
         self.factor_theta = None
         logdet_c = self._factorize(C)
         self.factor_theta = theta.copy()
         with self.timer("solve"):
             sol = self.factor(rhs)
-        e = d.y - ip.W @ sol
+        e = d.y - self.Wcur @ sol
         ypy = float(e @ (Rinv @ e))
         for Gi, ird, off in zip(ginv, self.idesign.random, ip.offsets):
             U = sol[off:off + ird.q * ird.t].reshape(ird.q, ird.t)
@@ -303,17 +305,16 @@ class FactorREMLModel(REMLModel):
         return np.concatenate(parts)
 
     def _inner_derivatives(self, ev, sol, mats, ginv, rstack, Rinv, L):
-        d = self.design
         ip = self.ip
         fb = self.fb
-        q, c, k = self.q, self.c, self.k
+        c = self.c
         with self.timer("selinv"):
             x = self.selinv.values(self.factor)
         score = np.zeros(self.n_theta)
         F = np.zeros((self.N, self.n_theta), order="F")
         em = [None] * len(self.blocks)
         e = ev.residuals
-        Z = [ip.W[:, off:off + ird.q * ird.t] for ird, off in zip(self.idesign.random, ip.offsets)]
+        Z = [self.Wcur[:, off:off + ird.q * ird.t] for ird, off in zip(self.idesign.random, ip.offsets)]
         with self.timer("score"):
             for i, (kind, j, ird) in enumerate(self.inner):
                 off = ip.offsets[i]
@@ -344,7 +345,7 @@ class FactorREMLModel(REMLModel):
                 em[bi] = self._residual_em(R0, rstack, ee, rb.section or 0)
         with self.timer("ai"):
             RF = Rinv @ F
-            B = ip.W.T @ RF
+            B = self.Wcur.T @ RF
             CB = self.factor(B)
             ai = 0.5 * (F.T @ RF - B.T @ CB)
         ev.score = score
@@ -364,7 +365,7 @@ class FactorREMLModel(REMLModel):
         data = np.zeros((c, k))
         np.add.at(data, s, (py[rec] * v)[:, None] * fhat[g])
         # trace part: 2 sum over pairs and W entries of R^-1_ab v_b W_aj C^{j, f(g(b), r)}
-        w = self._rinv_pairs[self.tr_pair] * v[self.tr_entry] * ip.W.data[self.tr_wj]
+        w = self._rinv_pairs[self.tr_pair] * v[self.tr_entry] * self.Wcur.data[self.tr_wj]
         tr = np.zeros((c, k))
         np.add.at(tr, s[self.tr_entry], w[:, None] * x[self.tr_pos])
         grad = -0.5 * (2.0 * tr - 2.0 * data)
@@ -383,3 +384,144 @@ class FactorREMLModel(REMLModel):
             Fc = np.zeros(self.N)
             Fc[rec] = f
             F[:, col] = Fc
+
+    # ------------------------------------------------------------------ the dense layout
+    def layout_map(self, theta) -> sp.csr_matrix:
+        """J (dense equations x inner equations): the dense layout's effects as linear
+        combinations of the inner ones (u_g = Lambda f_g + delta_g; identity elsewhere), so
+        that the dense prediction-error covariance is J C^-1 J'."""
+        ip = self.ip
+        L = self.fb.structure.loadings(np.asarray(theta, float)[self.fb.slice])
+        q, c, k = self.q, self.c, self.k
+        rows, cols, vals = [np.arange(self.p)], [np.arange(self.p)], [np.ones(self.p)]
+        at = self.p
+        for i, (kind, j, ird) in enumerate(self.inner):
+            off = ip.offsets[i]
+            if kind == "term":
+                n = ird.q * ird.t
+                rows.append(at + np.arange(n)), cols.append(off + np.arange(n)), vals.append(np.ones(n))
+                at += n
+            elif kind == "score":
+                gg, ss, rr = np.meshgrid(np.arange(q), np.arange(c), np.arange(k), indexing="ij")
+                rows.append((at + gg * c + ss).ravel()), cols.append((off + gg * k + rr).ravel())
+                vals.append(L[ss, rr].ravel())
+                if not self.rr:
+                    for si in range(c):
+                        o = ip.offsets[i + 1 + si]
+                        rows.append(at + np.arange(q) * c + si), cols.append(o + np.arange(q))
+                        vals.append(np.ones(q))
+                at += q * c
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(at, ip.n_eq))
+
+
+class _Layout:
+    """The dense formulation's equation offsets, for a Result built on the factor formulation."""
+
+    def __init__(self, design):
+        self.offsets = list(design.p + np.cumsum([0] + [rd.q * rd.t for rd in design.random])[:-1])
+        self.n_eq = design.p + sum(rd.q * rd.t for rd in design.random)
+
+
+class _DenseSolve:
+    """B -> J C^-1 J' B: solves with the dense C^-1 of the compound effects through the factor
+    formulation (predictions and their standard errors)."""
+
+    def __init__(self, model, theta):
+        self.model, self.J = model, model.layout_map(theta)
+
+    def __call__(self, B):
+        X = self.model.factor(np.asarray(self.J.T @ (B.toarray() if sp.issparse(B) else B)))
+        return self.J @ np.asarray(X)
+
+
+class FactorResultView:
+    """What a Result reads from its model (mvreml.report.build_result, predictions), for an
+    rr(k) fit that has no dense formulation: the dense layout's offsets, PEVs of u = Lambda f
+    (lambda_s' C^{f_g f_g} lambda_s, inside the pattern of C), the fixed-effect covariance and
+    solves with J C^-1 J' through the factor formulation."""
+
+    def __init__(self, model: FactorREMLModel):
+        self.inner_model = model
+        self.design, self.blocks, self.n_random = model.design, model.blocks, model.n_random
+        self.pattern = _Layout(model.design)
+        self.timer = model.timer
+        self._theta = None
+
+    def evaluate(self, theta, derivatives: bool = True):
+        self._theta = np.array(theta, float)
+        return self.inner_model.evaluate(theta, derivatives=derivatives)
+
+    def refactorize(self, theta):
+        self._theta = np.array(theta, float)
+        self.inner_model.refactorize(theta)
+
+    @property
+    def factor(self):
+        return _DenseSolve(self.inner_model, self._theta)
+
+    def fixed_vcov(self, max_p: int = 500, theta=None):
+        if theta is not None:
+            self.refactorize(theta)
+        return REMLModel.fixed_vcov(self.inner_model, max_p=max_p)
+
+    def pev_diagonal(self, theta=None) -> np.ndarray:
+        """diag of the dense prediction-error covariance J C^-1 J' (rr: inside the pattern)."""
+        m = self.inner_model
+        if theta is not None:
+            self.refactorize(theta)
+        theta = self._theta
+        ip = m.ip
+        x = m.selinv.values(m.factor)
+        diag = ip.diagonal(x)
+        L = m.fb.structure.loadings(theta[m.fb.slice])
+        q, k = m.q, m.k
+        parts = [diag[:m.p]]
+        for i, (kind, j, ird) in enumerate(m.inner):
+            off = ip.offsets[i]
+            if kind == "term":
+                parts.append(diag[off:off + ird.q * ird.t])
+            elif kind == "score":
+                # the k x k block of level g: column off + g k + r' holds rows r >= r' right
+                # after its diagonal
+                B = np.zeros((q, k, k))
+                for r2 in range(k):
+                    col = off + np.arange(q) * k + r2
+                    for r in range(r2, k):
+                        B[:, r, r2] = B[:, r2, r] = x[ip.indptr[col] + (r - r2)]
+                parts.append(np.einsum("sr,grt,st->gs", L, B, L).ravel())
+        return np.concatenate(parts)
+
+
+def make_model(design, blocks, ordering: str = "default", timer=None) -> REMLModel:
+    """The REML model of a design: the factor formulation for the one fa / rr term it applies
+    to (:func:`factor_block`), else the dense :class:`mvreml.likelihood.REMLModel`.
+
+    Raises
+    ------
+    FormulaError
+        An rr(k) term the factor formulation cannot take (in a direct product, beside another
+        fa / rr term, with a spatial residual, or records with several entries in the term).
+    """
+    from .errors import FormulaError
+
+    i = factor_block(design, blocks)
+    if i is None:
+        for b in blocks:
+            if b.k is not None and "rr(" in str(b.structure):
+                raise FormulaError(f"{b.name!r}: rr(k) is fitted in the factor formulation, which takes one "
+                                 "rr / fa term per model on its own (not in a direct product with another "
+                                 "structure), no spatial residual and one entry per record", term=b.name)
+        return REMLModel(design, blocks, ordering=ordering, timer=timer)
+    return FactorREMLModel(design, blocks, i, ordering=ordering, timer=timer)
+
+
+def result_model(model):
+    """The model a Result reads after the iteration: the dense formulation for fa (PEVs of
+    u = Lambda f + delta need C^-1 entries outside the factor formulation's pattern), the
+    factor formulation's view for rr, the model itself otherwise."""
+    if not isinstance(model, FactorREMLModel):
+        return model
+    if model.rr:
+        return FactorResultView(model)
+    return REMLModel(model.design, model.blocks, ordering=model.ordering, timer=model.timer)
