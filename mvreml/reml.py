@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _geometric
 from . import checkpoint as ckpt
 from ._steps import Iteration
 from ._workspace import feasible
@@ -151,6 +152,9 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
             # a boundary hold that loses log L was premature: step without new holds instead
             run.holds = snapshot
             new_ev, cand, reduced, kind, decrement, _ = _ai_iteration(run, ev, theta, hold=False)
+        if new_ev is not None and kind == "AI" and not held:
+            cand, new_ev, damped = _geometric.damp_oscillation(run, model, ev, theta, cand, new_ev, run.path)
+            kind = "AI~" if damped else kind
         if new_ev is None:
             cand, reduced = run.em(ev, theta)
             kind = "EM"
@@ -175,6 +179,14 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
         history.append(dict(iteration=it, loglik=ev.loglik, change=change, step=kind,
                             seconds=time.perf_counter() - t_it, decrement=decrement))
         _log(control, history[-1])
+        # variances creeping geometrically to zero: tried at the boundary (mvreml._geometric)
+        run.path.append(theta.copy())
+        if kind.startswith("AI"):
+            ev, theta, names = _geometric.try_holds(run, model, ev, theta, run.path, it)
+            if names:
+                log.info("held at the boundary (their path tends to it): %s", names)
+                run.path.clear()
+                continue
         where, confirmed = run.unbounded(ev, theta)
         if confirmed:
             reason = (f"log L is unbounded: it increases without limit as {where} tends to zero (the "
