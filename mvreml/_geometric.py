@@ -1,82 +1,16 @@
-"""Variances that creep to zero: hold them there once their path says so (Aitken).
+"""AI steps that oscillate about the maximum: damped to the limit of the sequence.
 
-Near a maximum on the boundary (an fa specific variance psi_s -> 0, a Heywood case) the AI
-step is often a fixed fraction of the way to zero: psi shrinks geometrically, every full step
-is accepted, and the fit crawls (a 10-site fa(3) MET took 87 iterations, 70 of them moving
-three psi's from 1e-2 to 1e-8). When the last values of a box-bounded variance form such a
-sequence and Aitken's extrapolation of its limit is (near) zero, the iteration tries it at
-the boundary; the hold is kept only if log L does not decrease, and the convergence check
-(KKT) releases it later if its score points back inside.
+Near an fa fit with specific variances at zero (a Heywood case) the AI matrix can
+underestimate the curvature along some loadings: each full AI step overshoots, the iterate
+flips about the maximum with an error shrinking by a steady factor rho < 1, every step is
+accepted (log L still rises) and the fit crawls (a 10-site fa(3) MET took 87 iterations, 70
+of them such flips of the second factor's loadings). For e_{n+1} = -rho e_n the limit is
+theta_n + delta_n / (1 + rho): that point is tried and kept when its log L is higher than
+the full step's (one more evaluation on such iterates only).
 """
 from __future__ import annotations
 
 import numpy as np
-
-#: consecutive decreasing values needed before a hold is tried
-WINDOW = 4
-#: the common ratio psi_{n+1} / psi_n of the sequence must lie in this range ...
-RATIO = (0.2, 0.97)
-#: ... and agree along the window to within this much
-RATIO_SPREAD = 0.15
-#: the variance must already be below this fraction of its scale
-BELOW = 0.05
-#: Aitken's extrapolated limit must be below this fraction of the current value
-LIMIT = 0.2
-
-
-def creeping(path: list, lower: np.ndarray, scale: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Indices of parameters among `candidates` whose last WINDOW + 1 values (rows of `path`,
-    oldest first) fall geometrically towards their lower bound with an extrapolated limit
-    (Aitken's delta-squared) at that bound."""
-    if len(path) < WINDOW + 1:
-        return np.zeros(0, np.intp)
-    P = np.asarray(path[-(WINDOW + 1):], float) - lower       # distance to the bound
-    out = []
-    for i in np.flatnonzero(candidates):
-        x = P[:, i]
-        if not np.all(x > 0) or not np.all(np.diff(x) < 0) or x[-1] >= BELOW * scale[i]:
-            continue
-        r = x[1:] / x[:-1]
-        if not (RATIO[0] <= r.min() and r.max() <= RATIO[1] and r.max() - r.min() <= RATIO_SPREAD):
-            continue
-        d1, d2 = x[-1] - x[-2], x[-2] - x[-3]
-        denom = d1 - d2
-        limit = x[-1] - d1 * d1 / denom if denom != 0 else x[-1]
-        if abs(limit) <= LIMIT * x[-1]:
-            out.append(i)
-    return np.asarray(out, np.intp)
-
-
-def try_holds(run, model, ev, theta, path, it):
-    """Hold the creeping variances at their bound when log L does not decrease.
-
-    Returns (ev, theta, names): the new evaluation and theta, or the old ones and [] when
-    nothing was held (no candidate, an infeasible point, or a loss in log L)."""
-    from .likelihood import Infeasible
-
-    free = run.box & ~run.holds.box & ~run.holds.ident & ~run.fixed & np.isfinite(run.lower)
-    free &= np.array([k == "variance" for k in run.kinds])
-    idx = creeping(path, run.lower, run.scale, free)
-    if idx.size == 0:
-        return ev, theta, []
-    cand = theta.copy()
-    for i in idx:
-        cand[i] = run._at_bound(i, -1.0, _bound_rel())
-    try:
-        new = model.evaluate(cand)
-    except Infeasible:
-        return ev, theta, []
-    if new.loglik < ev.loglik - 1e-10 * max(1.0, abs(ev.loglik)):
-        return ev, theta, []
-    run.holds.box[idx] = True
-    run.holds.side[idx] = -1.0
-    return new, cand, [run.labels[i] for i in idx]
-
-
-def _bound_rel() -> float:
-    from ._steps import BOUND_REL
-    return BOUND_REL
-
 
 #: two successive steps this close to opposite (cosine, on the parameters' scales) oscillate
 OSCILLATING = -0.8

@@ -179,14 +179,8 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
         history.append(dict(iteration=it, loglik=ev.loglik, change=change, step=kind,
                             seconds=time.perf_counter() - t_it, decrement=decrement))
         _log(control, history[-1])
-        # variances creeping geometrically to zero: tried at the boundary (mvreml._geometric)
-        run.path.append(theta.copy())
-        if kind.startswith("AI"):
-            ev, theta, names = _geometric.try_holds(run, model, ev, theta, run.path, it)
-            if names:
-                log.info("held at the boundary (their path tends to it): %s", names)
-                run.path.clear()
-                continue
+        run.path.append(theta.copy())        # the steps taken, for mvreml._geometric
+        del run.path[:-2]
         where, confirmed = run.unbounded(ev, theta)
         if confirmed:
             reason = (f"log L is unbounded: it increases without limit as {where} tends to zero (the "

@@ -11,14 +11,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from dense import assert_engine_matches_dense, dense_P, dense_parts
+from test_met import _met_data, _model, _pedigree
 
 import mvreml
 import mvreml.fa_sparse as fs
 from mvreml.errors import BoundaryWarning, FormulaError
 from mvreml.likelihood import REMLModel
-
-from dense import assert_engine_matches_dense, dense_P, dense_parts
-from test_met import _met_data, _model, _pedigree
 
 CASES = [
     # (data kwargs, fixed, random, residual, pedigree)
