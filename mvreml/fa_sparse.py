@@ -20,9 +20,11 @@ the record pairs). Derivatives with respect to a loading lambda_{s r} (dT = Z_s 
 * the working variate dV P y = dT fhat + T (K (x) I) dT' P y, one solve with K^-1 (its
   Cholesky factor is computed once per model).
 
-After the iteration a fa model answers with the dense formulation (``dense()``) for what
-reads C^-1 of the compound effects (PEVs, predictions); rr has no dense formulation and
-reports its PEVs from the factor scores (u = Lambda f: PEV = lambda_s' C^{f_g f_g} lambda_s).
+A Result reads the fit through :class:`FactorResultView`: BLUPs in the dense layout, PEVs
+diag(J C^-1 J') with J the map u = Lambda f + delta (lambda_s' C^{f_g f_g} lambda_s +
+2 lambda_s' C^{f_g delta_gs} + C^{delta_gs delta_gs}; every (f_g, delta_gs) link is put in
+the pattern of C for this), predictions by solves with J C^-1 J'. No dense formulation is
+built.
 """
 from __future__ import annotations
 
@@ -76,19 +78,43 @@ def _term_copy(rd, rows, cols, vals, labels, name):
     return new
 
 
+def _term_offsets(design) -> list:
+    """First equation of every random term of a design (MMEPattern's order: X, then the terms)."""
+    return list(design.p + np.cumsum([0] + [rd.q * rd.t for rd in design.random])[:-1])
+
+
+class _LinkedPattern(MMEPattern):
+    """MMEPattern with extra (structurally zero) entries (rows, cols) in the pattern of C."""
+
+    def __init__(self, design, links=None):
+        self._links = links
+        super().__init__(design)
+
+    def _lower_pattern(self, design, w_indptr, w_indices, kinvs):
+        indptr, indices = super()._lower_pattern(design, w_indptr, w_indices, kinvs)
+        if self._links is None:
+            return indptr, indices
+        P = self.n_eq
+        r, c = (np.asarray(x, np.int64) for x in self._links)
+        A = sp.csc_matrix((np.ones(len(indices)), indices, indptr), shape=(P, P))
+        B = sp.csc_matrix((np.ones(len(r)), (np.maximum(r, c), np.minimum(r, c))), shape=(P, P))
+        U = (A + B).tocsc()
+        U.sum_duplicates()
+        U.sort_indices()
+        idx = indices.dtype
+        return U.indptr.astype(idx), U.indices.astype(idx)
+
+
 class FactorREMLModel(REMLModel):
     """REMLModel whose fa / rr term ``blocks[fa_index]`` is fitted in the factor formulation.
 
     ``evaluate`` returns the Evaluation of the dense model (same log L, score, AI; the
     solution in the dense layout: u = Lambda f + delta), with ``em`` None for the factor
-    term (no EM update: AI steps only) and ``cinv`` None. The base class's pattern and
-    factor stay those of the dense formulation, built only when ``dense()`` is asked for.
+    term (no EM update: AI steps only) and ``cinv`` None. ``pattern``, ``factor`` and
+    ``selinv`` are those of the factor formulation.
     """
 
     def __init__(self, design, blocks, fa_index: int, ordering: str = "default", timer=None):
-        # the dense pattern is not built here: fa builds it lazily (dense()), rr never
-        self._dense_args = (design, blocks, ordering, timer)
-        self._dense_ready = False
         self.design = design
         self.blocks = blocks
         self.res_blocks = [b for b in blocks if b.k is None]
@@ -140,8 +166,18 @@ class FactorREMLModel(REMLModel):
         idesign = copy.copy(d)
         idesign.random = [x[2] for x in inner]
         self.idesign = idesign
+        # the links (f_g r, delta_g s) of every level and site enter the pattern even where no
+        # record makes them (pedigree-only levels, a genotype not tried at a site): the PEVs of
+        # u = Lambda f + delta need C^-1 there (a k x c block per level: little fill)
+        links = None
+        if not self.rr:
+            offs = _term_offsets(idesign)
+            f_off = offs[next(i for i, x in enumerate(inner) if x[0] == "score")]
+            d_off = np.array([offs[i] for i, x in enumerate(inner) if x[0] == "specific"], np.int64)
+            gg, ss, rr = np.meshgrid(np.arange(rd.q), np.arange(c), np.arange(k), indexing="ij")
+            links = ((f_off + gg * k + rr).ravel(), (d_off[ss] + gg).ravel())
         with self.timer("mme_pattern"):
-            ip = MMEPattern(idesign)
+            ip = _LinkedPattern(idesign, links)
         self.ip = self.pattern = ip       # the base class's pieces read self.pattern
         pu = ip.pair_unit
         self.pair_pattern = d.unit_pattern[pu]
@@ -174,6 +210,7 @@ class FactorREMLModel(REMLModel):
         P = ip.n_eq
         ccol = np.repeat(np.arange(P, dtype=np.int64), np.diff(ip.indptr))
         keys = ccol * P + ip.indices.astype(np.int64)          # sorted (CSC, rows sorted)
+        self._keys = keys
         pos = np.empty((len(tp), k), np.int64)
         for r in range(k):
             e = off_f + g[self.tr_entry] * k + r
@@ -187,6 +224,16 @@ class FactorREMLModel(REMLModel):
         self.kfactor = None
         self.Wcur = W.copy()
         self._wf_ptr = (_i64(ip.M_R.indptr), _i64(ip.M_Rdiag.indptr))
+
+    def positions(self, rows, cols) -> np.ndarray:
+        """Positions of entries (rows, cols) of C (either triangle) in its lower pattern."""
+        P = self.ip.n_eq
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        key = np.minimum(rows, cols) * P + np.maximum(rows, cols)
+        at = np.searchsorted(self._keys, key)
+        if np.any(at >= len(self._keys)) or np.any(self._keys[np.minimum(at, len(self._keys) - 1)] != key):
+            raise RuntimeError("internal error: an entry is outside the pattern of C")
+        return at
 
     def _set_loadings(self, L: np.ndarray):
         """W's score columns and the map of W'R^-1 W into C at loadings L (c x k)."""
@@ -436,10 +483,9 @@ class _DenseSolve:
 
 
 class FactorResultView:
-    """What a Result reads from its model (mvreml.report.build_result, predictions), for an
-    rr(k) fit that has no dense formulation: the dense layout's offsets, PEVs of u = Lambda f
-    (lambda_s' C^{f_g f_g} lambda_s, inside the pattern of C), the fixed-effect covariance and
-    solves with J C^-1 J' through the factor formulation."""
+    """What a Result reads from its model (mvreml.report.build_result, predictions) of a fit
+    in the factor formulation: the dense layout's offsets, PEVs of u = Lambda f + delta, the
+    fixed-effect covariance and solves with J C^-1 J'."""
 
     def __init__(self, model: FactorREMLModel):
         self.inner_model = model
@@ -466,7 +512,7 @@ class FactorResultView:
         return REMLModel.fixed_vcov(self.inner_model, max_p=max_p)
 
     def pev_diagonal(self, theta=None) -> np.ndarray:
-        """diag of the dense prediction-error covariance J C^-1 J' (rr: inside the pattern)."""
+        """diag of the dense prediction-error covariance J C^-1 J' (entries of the pattern)."""
         m = self.inner_model
         if theta is not None:
             self.refactorize(theta)
@@ -489,7 +535,15 @@ class FactorResultView:
                     col = off + np.arange(q) * k + r2
                     for r in range(r2, k):
                         B[:, r, r2] = B[:, r2, r] = x[ip.indptr[col] + (r - r2)]
-                parts.append(np.einsum("sr,grt,st->gs", L, B, L).ravel())
+                pev = np.einsum("sr,grt,st->gs", L, B, L)
+                if not m.rr:
+                    # + 2 lambda_s' C^{f_g, delta_gs} + C^{delta_gs, delta_gs}
+                    g = np.arange(q)
+                    for si in range(m.c):
+                        o = ip.offsets[i + 1 + si]
+                        cross = np.column_stack([x[m.positions(off + g * k + r, o + g)] for r in range(k)])
+                        pev[:, si] += 2.0 * cross @ L[si] + diag[o + g]
+                parts.append(pev.ravel())
         return np.concatenate(parts)
 
 
@@ -517,11 +571,8 @@ def make_model(design, blocks, ordering: str = "default", timer=None) -> REMLMod
 
 
 def result_model(model):
-    """The model a Result reads after the iteration: the dense formulation for fa (PEVs of
-    u = Lambda f + delta need C^-1 entries outside the factor formulation's pattern), the
-    factor formulation's view for rr, the model itself otherwise."""
+    """The model a Result reads after the iteration: the factor formulation's view
+    (:class:`FactorResultView`), or the model itself when it is the dense one."""
     if not isinstance(model, FactorREMLModel):
         return model
-    if model.rr:
-        return FactorResultView(model)
-    return REMLModel(model.design, model.blocks, ordering=model.ordering, timer=model.timer)
+    return FactorResultView(model)
