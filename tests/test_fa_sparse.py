@@ -192,3 +192,17 @@ def test_switch_and_bad_input():
     # rr where the factor formulation does not apply is refused by name, not fitted densely
     with pytest.raises(FormulaError, match=r"rr\(site, 1\):gen.*one rr / fa term per model"):
         mvreml.fit("y1 ~ site", random="~ rr(site, 1):gen + rr(site, 1):rep", data=df)
+
+
+def test_rr_structure_from_matrix_recovers_a_rank_k_matrix():
+    from mvreml.structures import make_structure
+
+    rng = np.random.default_rng(3)
+    L = rng.standard_normal((5, 2))
+    rr = make_structure("rr", tuple("abcde"), k=2, dim="site")
+    th = rr.from_matrix(L @ L.T)
+    np.testing.assert_allclose(rr.matrix(th), L @ L.T, atol=1e-10)
+    Lr = rr.loadings(th)
+    assert Lr[0, 1] == 0.0 and Lr[0, 0] >= 0 and Lr[1, 1] >= 0      # asreml's rotation
+    assert rr.labels("rr(site, 2):gen")[:2] == ["rr(site, 2):gen!a!fa1", "rr(site, 2):gen!b!fa1"]
+    assert rr.n_params == 9 and set(rr.kinds()) == {"loading"}
