@@ -17,7 +17,9 @@ Each iteration takes the Newton-type step delta = AI^-1 score on *working* param
 A step that would still leave the space is shortened: first each bounded parameter and each
 matrix on its own ("AIb" in the history), then the whole step ("AI*alpha"); then halved
 while log L does not increase; a hold that loses log L is undone; if nothing works an EM
-step is taken, which never leaves the space. Convergence needs a small change in log L and a
+step is taken, which never leaves the space. An AI step that reverses the previous one (the
+iterate oscillating about the maximum) is damped to the limit of that sequence when this
+gains log L ("AI~", :mod:`mvreml._geometric`). Convergence needs a small change in log L and a
 small Newton decrement; then every held parameter is checked (KKT): one whose score points
 back inside by a worthwhile amount is released, a fixed number of times at most. A residual
 direction along which log L grows without bound stops the fit with that reason. Held
