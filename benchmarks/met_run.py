@@ -25,11 +25,24 @@ from .run import timed_relationship
 
 
 def _instrument(likelihood, log: Path, stats: dict):
-    """Wrap REMLModel.evaluate/_factorize: count, time, and log each evaluation to `log`."""
-    model = likelihood.REMLModel
-    evaluate, factorize = model.evaluate, model._factorize
-    t_start = time.perf_counter()
+    """Wrap REMLModel.evaluate/_factorize (and the factor formulation's evaluate,
+    mvreml.fa_sparse): count, time, and log each evaluation to `log`."""
+    from mvreml import fa_sparse
 
+    model = likelihood.REMLModel
+    factorize = model._factorize
+    t_start = time.perf_counter()
+    for cls in (model, fa_sparse.FactorREMLModel):
+        cls.evaluate = _timed(cls.evaluate, log, stats, t_start)
+
+    def counted_factorize(self, *a, **kw):
+        stats["factorizations"] += 1
+        return factorize(self, *a, **kw)
+
+    model._factorize = counted_factorize
+
+
+def _timed(evaluate, log: Path, stats: dict, t_start: float):
     def timed_evaluate(self, *a, **kw):
         t0 = time.perf_counter()
         ev = None
@@ -47,12 +60,7 @@ def _instrument(likelihood, log: Path, stats: dict):
             with open(log, "a") as f:
                 f.write(json.dumps(line) + "\n")
 
-    def counted_factorize(self, *a, **kw):
-        stats["factorizations"] += 1
-        return factorize(self, *a, **kw)
-
-    model.evaluate = timed_evaluate
-    model._factorize = counted_factorize
+    return timed_evaluate
 
 
 def run_met(size: str, outdir: str, check: bool, maxiter: int = 50, threads: int | None = None) -> dict:

@@ -48,6 +48,7 @@ class Iteration:
         self.scale = scale
         self.control = control
         self.labels = labels(model)
+        self.path: list = []      # theta after the last two iterates (mvreml._geometric)
         self.kinds = kinds(model)
         self.lower, self.upper, self.box = box_bounds(model)
         if constraints is not None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import _threads, estimable
+from . import _threads, estimable, fa_sparse
 from ._fitrun import fix_mask, run, warn_fit
 from ._timing import Timer
 from ._validate import fit_options
@@ -22,7 +22,7 @@ from ._workspace import labels as component_labels
 from .design import Design, build_design
 from .errors import ModelError, StartingValueError
 from .formula import parse_fixed, parse_random, parse_residual
-from .likelihood import ParamBlock, REMLModel
+from .likelihood import ParamBlock
 from .report import build_result
 from .start import check_traits, pairwise_init, phenotypic_covariance, starting_values, unit_residuals
 from .lattice import Lattice
@@ -202,7 +202,7 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         if b.k is None:     # every residual section
             estimable.scale_residual(b, theta0, scale, estimable.residual_weight_scale(design, weights),
                                      from_init=bool(init) and (b.name in init or "units" in init))
-    model = REMLModel(design, blocks, ordering=ordering, timer=timer)
+    model = fa_sparse.make_model(design, blocks, ordering=ordering, timer=timer)
     given = np.zeros(len(theta0), bool)
     for b in blocks:
         given[b.slice] = bool(init) and (b.name in init or (b.k is None and "units" in init))
@@ -212,7 +212,7 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
                     constraints=constraints, checkpoint=checkpoint, resume=resume)
         fixed, random, residual = labels or (None, None, resid.label)
-        result = build_result(model, state, fixed, random, residual, timer=timer,
+        result = build_result(fa_sparse.result_model(model), state, fixed, random, residual, timer=timer,
                               seconds=time.perf_counter() - t_start)
     result.model["blas_threads"] = n_threads
     return result, state

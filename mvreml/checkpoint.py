@@ -69,6 +69,7 @@ def state(run, theta, iteration: int, history: list, where, sig: str, finished: 
         format=FORMAT, version=VERSION, signature=sig, iteration=int(iteration), finished=bool(finished),
         theta=_floats(theta), history=[_row(r) for r in history], where=where,
         messages=list(run.messages), warnings=[list(w) for w in run.warnings],
+        path=[_floats(p) for p in run.path],
         holds=dict(
             box=[bool(x) for x in holds.box], side=_floats(holds.side), ident=[bool(x) for x in holds.ident],
             ident_el={str(k): sorted(int(i) for i in v) for k, v in holds.ident_el.items()},
@@ -151,6 +152,7 @@ def restore(run, content: dict):
     holds.block_released = {int(k): int(v) for k, v in hd["block_released"].items()}
     holds.ident_blocks = set(int(b) for b in hd["ident_blocks"])
     run.messages[:] = list(content["messages"])
+    run.path[:] = [np.array(p, float) for p in content.get("path", [])]
     run.warnings[:] = [tuple(w) for w in content["warnings"]]
     history = [dict(r) for r in content["history"]]
     return theta, int(content["iteration"]), history, content["where"]

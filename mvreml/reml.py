@@ -17,7 +17,9 @@ Each iteration takes the Newton-type step delta = AI^-1 score on *working* param
 A step that would still leave the space is shortened: first each bounded parameter and each
 matrix on its own ("AIb" in the history), then the whole step ("AI*alpha"); then halved
 while log L does not increase; a hold that loses log L is undone; if nothing works an EM
-step is taken, which never leaves the space. Convergence needs a small change in log L and a
+step is taken, which never leaves the space. An AI step that reverses the previous one (the
+iterate oscillating about the maximum) is damped to the limit of that sequence when this
+gains log L ("AI~", :mod:`mvreml._geometric`). Convergence needs a small change in log L and a
 small Newton decrement; then every held parameter is checked (KKT): one whose score points
 back inside by a worthwhile amount is released, a fixed number of times at most. A residual
 direction along which log L grows without bound stops the fit with that reason. Held
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _geometric
 from . import checkpoint as ckpt
 from ._steps import Iteration
 from ._workspace import feasible
@@ -161,6 +164,9 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
             # a boundary hold that loses log L was premature: step without new holds instead
             run.holds = snapshot
             new_ev, cand, reduced, kind, decrement, _ = _ai_iteration(run, ev, theta, hold=False)
+        if new_ev is not None and kind == "AI" and not held:
+            cand, new_ev, damped = _geometric.damp_oscillation(run, model, ev, theta, cand, new_ev, run.path)
+            kind = "AI~" if damped else kind
         if new_ev is None:
             cand, reduced = run.em(ev, theta)
             kind = "EM"
@@ -185,6 +191,8 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
         history.append(dict(iteration=it, loglik=ev.loglik, change=change, step=kind,
                             seconds=time.perf_counter() - t_it, decrement=decrement))
         _log(control, history[-1])
+        run.path.append(theta.copy())        # the steps taken, for mvreml._geometric
+        del run.path[:-2]
         where, confirmed = run.unbounded(ev, theta)
         if confirmed:
             reason = (f"log L is unbounded: it increases without limit as {where} tends to zero (the "

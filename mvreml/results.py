@@ -203,7 +203,7 @@ class Result:
         return out
 
     def loadings(self, term: str) -> pd.DataFrame:
-        """Loadings of an fa(k) term: levels x factors (fa1, fa2, ...), in the constrained
+        """Loadings of an fa(k) or rr(k) term: levels x factors (fa1, fa2, ...), in the constrained
         rotation asreml reports (L[i, m] = 0 for i < m, diagonal >= 0).
 
         Parameters
@@ -213,11 +213,11 @@ class Result:
         """
         levels = self._term(term)
         rows = self.varcomp[(self.varcomp["term"] == term) & (self.varcomp["kind"] == "loading")]
-        if self.structures.get(term) != "fa" or rows.empty:
-            raise ModelError(f"term {term!r} is not a factor-analytic fa(k) term "
+        if self.structures.get(term) not in ("fa", "rr") or rows.empty:
+            raise ModelError(f"term {term!r} is not a factor-analytic fa(k) or rr(k) term "
                              f"(its structure: {self.structures.get(term)})")
         t, n = len(levels), len(rows)
-        k = next(k for k in range(1, t) if sum(t - m for m in range(k)) == n)
+        k = next(k for k in range(1, t + 1) if sum(t - m for m in range(k)) == n)
         L = np.zeros((t, k))
         values = iter(rows["estimate"].to_numpy(dtype=float))
         for m in range(k):

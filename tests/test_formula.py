@@ -269,7 +269,7 @@ def test_benchmark_model():
     (parse_random, ("~ Family", BI), ["no trait structure", "diag(trait):Family"], "Family"),
     (parse_random, ("~ trait:Family", BI), "give trait a structure", "trait"),
     (parse_random, ("~ us(trait)", BI), "names no factor", "us(trait)"),
-    (parse_random, ("~ rr(site, 2):gen", UNI), ["rr", "not supported", "fa(factor, k)"], "rr(site, 2)"),
+    (parse_random, ("~ rr(site):gen", UNI), ["number of factors", "rr(site, 1)"], "rr(site)"),
     (parse_random, ("~ us(site):site", UNI), "appears twice", "us(site):site"),
     (parse_random, ("~ vm(animal, ped):ide(animal)", UNI), "appears twice", "vm(animal, ped):ide(animal)"),
     (parse_random, ("~ sar(row)", UNI), "not supported", "sar(row)"),

@@ -160,10 +160,11 @@ def test_labels_two_traits():
         "corh": ["Family:trait!cor", "Family:trait!velocity", "Family:trait!density"],
         "fa": ["Family:trait!velocity!fa1", "Family:trait!density!fa1",
                "Family:trait!velocity!var", "Family:trait!density!var"],
+        "rr": ["Family:trait!velocity!fa1", "Family:trait!density!fa1"],
     }
     assert set(expected) == set(STRUCTURE_NAMES)
     for name, labels in expected.items():
-        s = make_structure(name, tr, 1 if name == "fa" else None)
+        s = make_structure(name, tr, 1 if name in ("fa", "rr") else None)
         assert s.labels("Family", True) == labels
         assert s.n_params == len(labels)
     assert make_structure("idv", ("velocity",)).labels("Family", False) == ["Family"]

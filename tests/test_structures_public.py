@@ -40,6 +40,8 @@ def registry_cases():
     for name in REGISTRY:
         if name == "fa":
             cases += [make_structure("fa", tuple("abcd"), k=k) for k in (1, 2)]
+        elif name == "rr":
+            cases += [make_structure("rr", tuple("abcd"), k=k) for k in (1, 2, 4)]
         else:
             cases.append(make_structure(name, tuple("abc")))
     return cases

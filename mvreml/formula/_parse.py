@@ -18,7 +18,7 @@ _LEVEL_CALLS = ("id", "idv", "vm", "ide", "C", "factor")   # what may wrap a lev
 _BASES = ("pol", "leg")                      # covariate bases of a structured dimension
 #: structures that give a factor other than trait its own matrix (id / idv on a factor are
 #: identities over its levels, so they stay level factors)
-_DIM_STRUCTURES = ("us", "diag", "corgh", "corv", "corh", "fa")
+_DIM_STRUCTURES = ("us", "diag", "corgh", "corv", "corh", "fa", "rr")
 _NOT_COLUMNS = frozenset({"TRUE", "FALSE", "True", "False", "None"})
 # Bounds that keep parsing fast on absurd input: the parser recurses once per level of
 # parentheses (Python's own limit is ~1000 frames), and a*b*c*... expands to 2^k - 1 terms

@@ -56,25 +56,25 @@ def _dim(f: _Factor, text: str) -> Dim:
     ``us(pol(Days, 1))``, ``diag(leg(dim, 2))``: a structure on a covariate basis."""
     if f.pos and len(f.pos[0]) > 1 and f.pos[0][0].text in _BASES:
         f.check_args(1, ("init",), text)
-        if f.name == "fa":
-            raise FormulaError(f"{f.text!r}: fa() on a covariate basis is not supported", term=f.text)
+        if f.name in ("fa", "rr"):
+            raise FormulaError(f"{f.text!r}: {f.name}() on a covariate basis is not supported", term=f.text)
         ident, basis = _basis(f.pos[0], f, text)
         return Dim(ident, f.name, None, _init(f.kw("init"), text), f"{f.name}({ident})", basis)
     if not f.pos or len(f.pos[0]) != 1 or f.pos[0][0].kind not in ("name", "string"):
         raise FormulaError(f"cannot read {f.text!r} in {text!r}: expected {f.name}(factor"
-                           f"{', k' if f.name == 'fa' else ''})", term=f.text)
+                           f"{', k' if f.name in ('fa', 'rr') else ''})", term=f.text)
     col = _unquote(f.pos[0][0].text)
     k = None
-    if f.name == "fa":
+    if f.name in ("fa", "rr"):
         f.check_args(2, ("k", "init"), text)
         kt = f.kw("k") or (f.pos[1] if len(f.pos) > 1 else None)
         if kt is None or len(kt) != 1 or not kt[0].text.isdigit() or int(kt[0].text) < 1:
-            raise FormulaError(f"{f.text!r} needs the number of factors k >= 1, e.g. fa({col}, 1)",
+            raise FormulaError(f"{f.text!r} needs the number of factors k >= 1, e.g. {f.name}({col}, 1)",
                                term=f.text)
         k = int(kt[0].text)
     else:
         f.check_args(1, ("init",), text)
-    label = f"fa({col}, {k})" if k is not None else f"{f.name}({col})"
+    label = f"{f.name}({col}, {k})" if k is not None else f"{f.name}({col})"
     return Dim(col, f.name, k, _init(f.kw("init"), text), label)
 
 
@@ -115,14 +115,10 @@ def _random_term(factors: list[_Factor], response: Response, text: str, residual
         elif f.args is not None and f.name in _DIM_STRUCTURES + _AR1_CALLS:
             dims.append(_dim(f, text))
             order.append(dims[-1].column)
-            name_parts.append(dims[-1].label if dims[-1].structure == "fa" else dims[-1].column)
+            name_parts.append(dims[-1].label if dims[-1].structure in ("fa", "rr") else dims[-1].column)
         elif f.args is not None and f.name in _BASES:
             raise FormulaError(f"{f.text!r} in {text!r}: give the covariate basis a structure, e.g. "
                                f"us({f.text}) or diag({f.text})", term=f.text)
-        elif f.args is not None and f.name == "rr":
-            raise FormulaError(f"{f.text!r} in {text!r}: reduced-rank rr() models are not supported yet "
-                               "(they need the factor formulation of the mixed-model equations); "
-                               "fa(factor, k) fits loadings plus specific variances", term=f.text)
         else:
             lv = _level(f, text)
             if has_rel and lv[1] is None and not lv[4]:
@@ -225,7 +221,10 @@ def parse_random(formula: str | None, response: Response) -> VarianceSpec:
     if formula is None or not str(formula).strip():
         return VarianceSpec(())
     items, piece = _variance_terms(formula, response, "random")
-    key = lambda t: (frozenset(t.factors), frozenset(d.column for d in t.dims), t.at, t.ide)  # noqa: E731
+    # rr(site, k):gen + diag(site):gen is asreml's way to write fa as two terms: an rr term is
+    # not the same term as another structure on the same factors
+    key = lambda t: (frozenset(t.factors), frozenset(d.column for d in t.dims), t.at, t.ide,  # noqa: E731
+                     tuple(d.structure == "rr" for d in t.dims))
     return VarianceSpec(_dedupe(items, key, piece, "random"))
 
 

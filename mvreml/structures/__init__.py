@@ -27,7 +27,7 @@ from mvreml.errors import FormulaError, ModelError
 
 from .base import Structure, _mean_variance, _pairs, correlation_matrix, vech_pairs
 from .correlated import Corgh, Corh, Corv
-from .factor import FactorAnalytic
+from .factor import FactorAnalytic, ReducedRank
 from .linear import Diag, Id, Idv, Us
 from .product import Product
 from .ar1 import Ar1v
@@ -38,7 +38,7 @@ __all__ = ["Structure", "make_structure", "STRUCTURE_NAMES", "REGISTRY", "neares
            "Corgh", "Corv", "Corh", "FactorAnalytic", "FA", "Ar1v", "AR1", "Product"]
 
 #: asreml name -> class: the one table of structure names
-REGISTRY = {c.name: c for c in (Id, Idv, Diag, Us, Corgh, Corv, Corh, FactorAnalytic)}
+REGISTRY = {c.name: c for c in (Id, Idv, Diag, Us, Corgh, Corv, Corh, FactorAnalytic, ReducedRank)}
 STRUCTURE_NAMES = tuple(REGISTRY)
 
 
@@ -74,11 +74,17 @@ def make_structure(name: str, traits: tuple[str, ...], k: int | None = None, dim
     if name in ("corgh", "corv", "corh") and t < 2:
         raise FormulaError(f"{name}({dim}) models correlations and needs at least 2 {what}, "
                            f"got only {traits[0]!r}", term=name)
-    if name != "fa":
+    if name not in ("fa", "rr"):
         if k is not None:
             raise FormulaError(f"{name}({dim}) takes no number of factors (got k={k!r}); only "
-                               f"fa does", term=name)
+                               f"fa and rr do", term=name)
         return REGISTRY[name](traits, dim=dim)
+    if name == "rr":
+        # rr(k) has no specific variances: k = t is a full-rank (Cholesky) unstructured matrix
+        if k is None or int(k) != k or not 1 <= k <= t:
+            raise FormulaError(f"rr({dim}, {k}) on {t} {what} needs an integer number of factors k "
+                               f"with 1 <= k <= {t}: at most {t} factor(s) are possible", term=name)
+        return ReducedRank(traits, int(k), dim=dim)
     if k is None or int(k) != k or not 1 <= k < t:
         raise FormulaError(f"fa({dim}, {k}) on {t} {what} needs an integer number of factors k "
                            f"with 1 <= k <= {t - 1}: at most {t - 1} factor(s) are possible", term=name)

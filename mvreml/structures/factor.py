@@ -92,3 +92,53 @@ class FactorAnalytic(Structure):
 
     def _feasible(self, theta):
         return bool(np.all(theta[-self.t:] > 0))
+
+
+class ReducedRank(FactorAnalytic):
+    """rr(k): reduced rank G = L L' (no specific variances), L t x k lower trapezoidal.
+
+    G is singular (rank k < t), so it has no dense formulation in the mixed-model equations:
+    a term with it is fitted in the factor formulation (:mod:`mvreml.fa_sparse`), k factor
+    scores per level; V stays positive definite through the residual. 1 <= k <= t (k = t is
+    a full-rank unstructured matrix in Cholesky form).
+    """
+
+    name = "rr"
+
+    def _describe(self):
+        i, m = self._loading_index()
+        return [("loading", None, self._sfx_fa(a, f"fa{b + 1}")) for a, b in zip(i, m)]
+
+    def loadings(self, theta: np.ndarray) -> np.ndarray:
+        theta = self._theta(theta)
+        L = np.zeros((self.t, self.k))
+        L[self._loading_index()] = theta
+        return L
+
+    def matrix(self, theta):
+        L = self.loadings(theta)
+        return L @ L.T
+
+    def derivatives(self, theta):
+        L = self.loadings(theta)
+        i, m = self._loading_index()
+        p = np.arange(self.n_params)
+        D = np.zeros((self.n_params, self.t, self.t))
+        D[p, i, :] += L[:, m].T
+        D[p, :, i] += L[:, m].T
+        return D
+
+    def from_matrix(self, G):
+        """theta of the best rank-k approximation of G (its leading k eigenpairs), rotated to
+        a lower trapezoid with non-negative diagonal; a zero loading on the diagonal is
+        lifted to a small positive value so that no factor starts degenerate."""
+        G = self._G(G)
+        w, V = np.linalg.eigh(G)
+        scale = max(float(np.mean(np.abs(np.diag(G)))), 1e-300)
+        L = V[:, -self.k:] * np.sqrt(np.clip(w[-self.k:], 1e-4 * scale, None))
+        R = np.linalg.qr(L.T, mode="r")
+        L = R.T * np.where(np.diag(R) < 0, -1.0, 1.0)
+        return L[self._loading_index()]
+
+    def _feasible(self, theta):
+        return True
