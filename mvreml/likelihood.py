@@ -16,11 +16,12 @@ import scipy.sparse as sp
 
 from ._timing import Timer
 from .design import Design
-from .errors import FactorizationError
+from .errors import FactorizationError, NotPositiveDefiniteError
 from .mme import MMEPattern
-from .selinv import SelectedInverse
 
 LOG2PI = np.log(2.0 * np.pi)
+#: entries of a dense block of right-hand sides solved at once (fixed_vcov): 32 MB
+_SOLVE_BLOCK = 4_000_000
 log = logging.getLogger("mvreml")
 
 
@@ -143,7 +144,7 @@ class REMLModel:
         return vals * self.pair_w if weighted else vals
 
     def _factorize(self, C):
-        from .cholmod import CholmodError, CholmodNotPositiveDefiniteError, analyze
+        from .chol import SupernodalFactor, SupernodalInverse
 
         if self.factor is None:
             # the one long step of a large fit besides A^-1: say so (logging, quiet by default)
@@ -151,22 +152,17 @@ class REMLModel:
                      C.shape[0], C.nnz)
             t0 = time.perf_counter()
             with self.timer("symbolic"):
-                self.factor = analyze(C, mode="auto", ordering_method=self.ordering)
+                self.factor = SupernodalFactor(C, ordering=self.ordering)
             log.info("symbolic analysis done in %.1f s", time.perf_counter() - t0)
         try:
             with self.timer("factorize"):
-                self.factor.cholesky_inplace(C)
-        except CholmodNotPositiveDefiniteError as exc:
+                self.factor.factorize(C)
+        except NotPositiveDefiniteError as exc:
             raise Infeasible(f"mixed-model equations not positive definite ({exc})")
-        try:
-            # a factorization CHOLMOD only warns about (scikit-sparse 0.5, supernodal) leaves a
-            # partial factor: an unreadable one or a non-finite log|C| is the same failure
-            logdet = float(self.factor.logdet())
-            if self.selinv is None:
-                self.selinv = SelectedInverse(self.factor, self.pattern.rows, self.pattern.cols)
-        except (CholmodError, FactorizationError) as exc:
-            raise Infeasible(f"mixed-model equations not numerically positive definite (incomplete Cholesky "
-                             f"factor: {exc})")
+        logdet = self.factor.logdet()
+        if self.selinv is None:
+            # positions of C's pattern in the factor: once per analysis
+            self.selinv = SupernodalInverse(self.factor, self.pattern.rows, self.pattern.cols)
         if not np.isfinite(logdet):
             raise Infeasible(f"mixed-model equations not numerically positive definite (log|C| = {logdet})")
         return logdet
@@ -223,40 +219,47 @@ class REMLModel:
     def _derivatives(self, ev, mats, ginv, rstack, Rinv):
         d = self.design
         pat = self.pattern
-        with self.timer("selinv"):
-            x = self.selinv.values(self.factor)
-        ev.cinv = x
         score = np.zeros(self.n_theta)
         F = np.zeros((self.N, self.n_theta), order="F")   # filled column by column
         em = []
         sol, e = ev.solution, ev.residuals
+        nr = self.n_random
+        # The working variates F and the AI solves need L; the selected inverse then overwrites
+        # L in place (mvreml.chol), so they come first and the traces that need C^-1 after.
         with self.timer("score"):
-            nr = self.n_random
-            for b, G, Gi, rd, off, Z in zip(self.blocks[:nr], mats[:nr], ginv, d.random, pat.offsets, self.Z):
+            dGi = []                   # per random term: Gi dG_j for each of its parameters
+            for b, Gi, rd, off, Z in zip(self.blocks[:nr], ginv, d.random, pat.offsets, self.Z):
                 U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
-                S = U.T @ (rd.kinv @ U) + pat.term_trace(b.k, x)
-                S = 0.5 * (S + S.T)
-                em.append(S / rd.q)
                 dG = b.structure.derivatives(ev.theta[b.slice])
-                for j in range(b.stop - b.start):
-                    A = Gi @ dG[j]
-                    score[b.start + j] = -0.5 * (rd.q * np.trace(A) - np.trace(A @ Gi @ S))
+                dGi.append([Gi @ dG[j] for j in range(b.stop - b.start)])
+                for j, A in enumerate(dGi[-1]):
                     F[:, b.start + j] = Z @ (U @ A).ravel()
-            # residual, section by section: a parameter of section s moves only its records' R_i
-            Q = pat.residual_trace_pairs(x)
-            ee = e[pat.pair_a] * e[pat.pair_b] + Q
-            for rb, R0 in zip(self.res_blocks, mats[nr:]):
-                if d.lattice is not None:
-                    self._lattice_score(rb, ev, ee, score, F)
-                    em.append(None)          # no EM update of a correlation: AI steps only
-                    continue
-                self._residual_score(rb, ev, rstack, ee, score, F)
-                em.append(self._residual_em(R0, rstack, ee, rb.section or 0))
+            res_parts = [self._lattice_variates(rb, ev, F) if d.lattice is not None
+                         else self._residual_variates(rb, ev, rstack, F) for rb in self.res_blocks]
         with self.timer("ai"):
             RF = Rinv @ F
             B = pat.W.T @ RF
             CB = self.factor(B)
             ai = 0.5 * (F.T @ RF - B.T @ CB)
+        with self.timer("selinv"):
+            x = self.selinv.values(self.factor)
+        ev.cinv = x
+        with self.timer("score"):
+            for b, Gi, rd, off, As in zip(self.blocks[:nr], ginv, d.random, pat.offsets, dGi):
+                U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
+                S = U.T @ (rd.kinv @ U) + pat.term_trace(b.k, x)
+                S = 0.5 * (S + S.T)
+                em.append(S / rd.q)
+                for j, A in enumerate(As):
+                    score[b.start + j] = -0.5 * (rd.q * np.trace(A) - np.trace(A @ Gi @ S))
+            # residual, section by section: a parameter of section s moves only its records' R_i
+            Q = pat.residual_trace_pairs(x)
+            ee = e[pat.pair_a] * e[pat.pair_b] + Q
+            for rb, R0, (tr1, dpairs) in zip(self.res_blocks, mats[nr:], res_parts):
+                for j in range(rb.stop - rb.start):
+                    score[rb.start + j] = -0.5 * (tr1[j] + dpairs[j] @ ee)
+                # no EM update of a spatial correlation: AI steps only
+                em.append(None if d.lattice is not None else self._residual_em(R0, rstack, ee, rb.section or 0))
         ev.score = score
         ev.ai = 0.5 * (ai + ai.T)
         ev.em = em
@@ -276,9 +279,11 @@ class REMLModel:
             logdet += rb.structure.logdet(th)
         return values, logdet
 
-    def _lattice_score(self, rb, ev, ee, score, F):
-        """Score and working variates of a spatial section: with dR^-1 sparse on the pairs,
-        tr(R^-1 dR R^-1 E) = -sum_pairs dR^-1 E, and f = dR R^-1 e = -R dR^-1 e."""
+    def _lattice_variates(self, rb, ev, F):
+        """Working variates of a spatial section into F, and what its score needs: with dR^-1
+        sparse on the pairs, tr(R^-1 dR R^-1 E) = -sum_pairs dR^-1 E, and f = dR R^-1 e =
+        -R dR^-1 e. Returns (tr(R^-1 dR) per parameter, -dR^-1 on the pairs per parameter);
+        the score is -1/2 (tr1 + dpairs @ ee)."""
         d = self.design
         pat = self.pattern
         mine = d.pair_section == (rb.section or 0)
@@ -286,22 +291,26 @@ class REMLModel:
         dvals = rb.structure.rinv_derivatives(th, d.pair_pos[0][mine], d.pair_pos[1][mine])
         tr1 = rb.structure.dlogdet(th)
         grid = d.lattice[rb.section or 0]["grid"]
+        dpairs = []
         for j in range(rb.stop - rb.start):
             full = np.zeros(len(pat.pair_a))
             full[mine] = dvals[j]
-            score[rb.start + j] = -0.5 * (tr1[j] + full @ ee)
+            dpairs.append(full)
             g = pat.rinv_matrix(full) @ ev.residuals
             f = np.zeros(self.N)
             f[grid.reshape(-1)] = -rb.structure.apply(th, g[grid]).reshape(-1)
             F[:, rb.start + j] = f
+        return [tr1[j] for j in range(rb.stop - rb.start)], dpairs
 
-    def _residual_score(self, rb, ev, rstack, ee, score, F):
-        """Score and working variates of the parameters of residual block `rb` (one section)."""
+    def _residual_variates(self, rb, ev, rstack, F):
+        """Working variates of the parameters of residual block `rb` (one section) into F, and
+        (tr(R^-1 dR) per parameter, -(R^-1 dR R^-1) on the pairs per parameter) for its score."""
         d = self.design
         pat = self.pattern
         e = ev.residuals
         dR = rb.structure.derivatives(ev.theta[rb.slice])
         mine = np.flatnonzero(self._pattern_sections() == (rb.section or 0))
+        tr1s, dpairs = [], []
         for j in range(rb.stop - rb.start):
             bstack = np.zeros_like(rstack)
             hstack = np.zeros_like(rstack)
@@ -314,10 +323,11 @@ class REMLModel:
                 hstack[m, :n, :n] = H
                 bstack[m, :n, :n] = Ri @ H
                 tr1 += self.pattern_count[m] * np.trace(H)
-            bp = self._pair_values(bstack)
-            score[rb.start + j] = -0.5 * (tr1 - bp @ ee)
+            tr1s.append(tr1)
+            dpairs.append(-self._pair_values(bstack))
             hp = self._pair_values(hstack, weighted=False)
             F[:, rb.start + j] = pat.rinv_matrix(hp) @ e
+        return tr1s, dpairs
 
     def _residual_em(self, R0, rstack, ee, section: int = 0):
         """EM update of R0 of one residual section with missing traits: the expected full-trait
@@ -343,35 +353,48 @@ class REMLModel:
 
     # ----------------------------------------------------------------- extras
     def factorized_at(self, theta) -> bool:
-        """True when the numeric factor held is that of C at exactly this theta."""
-        return self.factor_theta is not None and np.array_equal(self.factor_theta, theta)
+        """True when the factor held is the L of C at exactly this theta (solves possible)."""
+        return (self.factor_theta is not None and np.array_equal(self.factor_theta, theta)
+                and self.factor.solvable)
 
     def refactorize(self, theta) -> None:
-        """Make the held factor that of C at theta (nothing to do when it already is).
+        """Make the held factor the L of C at theta (nothing to do when it already is).
 
         The iteration factorizes candidates it then rejects (a halved step, an EM step, the
         probes of an unbounded direction), so the factor left behind need not belong to the
-        reported theta; whatever reads the factor for a result calls this first.
+        reported theta; and an evaluation with derivatives leaves C^-1 in place of L (the
+        selected inverse overwrites it). Whatever solves with the factor calls this first.
         """
         if not self.factorized_at(theta):
             self.evaluate(np.asarray(theta, dtype=float), derivatives=False)
 
     def pev_diagonal(self, theta=None) -> np.ndarray:
-        """diag(C^-1) in the original ordering, at theta (default: the factor held)."""
-        if theta is not None:
+        """diag(C^-1) in the original ordering, at theta (default: the factor held). Read from
+        the last selected inverse when the factor still holds it, else computed (in place)."""
+        held = self.factor_theta is not None and (theta is None or np.array_equal(self.factor_theta, theta))
+        if theta is not None and not (held and self.factor.state in ("numeric", "consumed")):
             self.refactorize(theta)
         return self.selinv.diagonal(self.factor)
 
     def fixed_vcov(self, max_p: int = 500, theta=None) -> np.ndarray | None:
         """(X'V^-1X)^-1 = the fixed block of C^-1, by p solves (None when p is large), at
-        theta (default: the factor held)."""
+        theta (default: the factor held, refactorized when the selected inverse consumed it)."""
         p = self.p
         if p == 0 or p > max_p:
             return None
+        if theta is None and not self.factor.solvable:
+            if self.factor_theta is None:
+                raise FactorizationError("fixed_vcov: no factor held (the last factorization failed); "
+                                         "pass theta")
+            theta = self.factor_theta
         if theta is not None:
             self.refactorize(theta)
-        E = sp.csc_matrix((np.ones(p), (np.arange(p), np.arange(p))), shape=(self.pattern.n_eq, p))
-        X = self.factor(E)
-        # only the fixed rows are wanted: slice before densifying the P x p solution
-        V = X[:p].toarray()[:, :p] if sp.issparse(X) else np.asarray(X)[:p, :p]
+        n = self.pattern.n_eq
+        V = np.empty((p, p))
+        step = max(1, min(p, _SOLVE_BLOCK // max(n, 1)))   # dense n x step right-hand sides
+        for s in range(0, p, step):
+            k = min(step, p - s)
+            E = np.zeros((n, k), order="F")
+            E[np.arange(s, s + k), np.arange(k)] = 1.0
+            V[:, s:s + k] = self.factor(E)[:p]
         return 0.5 * (V + V.T)
