@@ -179,10 +179,20 @@ class SupernodalFactor:
         B = B.toarray() if sp.issparse(B) else np.asarray(B, dtype=np.float64)
         if B.ndim not in (1, 2) or B.shape[0] != self.n:
             raise ValueError(f"right-hand side of shape {B.shape} for a {self.n} x {self.n} matrix")
-        X = self._f.solve(np.asfortranarray(B.reshape(self.n, -1), dtype=np.float64))
+        X = self._f.solve(np.asfortranarray(B.reshape(self.n, 1 if B.ndim == 1 else B.shape[1]), dtype=np.float64))
         return X.reshape(B.shape) if B.ndim == 1 else X
 
     __call__ = solve
+
+    def positions(self, rows, cols) -> np.ndarray:
+        """Position in the factor's values of each (row, col) pair of C (original order, either
+        triangle); -1 for a pair outside the pattern of L. Pairs must lie in [0, n)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        cols = np.ascontiguousarray(cols, dtype=np.int64)
+        out = np.empty(rows.size, dtype=np.int64)
+        sup, pi, px, s = self._f.supernodes()
+        _k.pair_positions(sup, pi, px, s, self.pinv[rows], self.pinv[cols], out)
+        return out
 
 
 class SupernodalInverse:
@@ -214,10 +224,8 @@ class SupernodalInverse:
         bad = np.flatnonzero((self._rows < 0) | (self._rows >= n) | (self._cols < 0) | (self._cols >= n))
         if bad.size:
             raise ValueError(f"pairs out of range for a {n} x {n} matrix: {self._describe(bad)}")
-        sup, pi, px, s = factor._f.supernodes()
-        self._nsuper = sup.shape[0] - 1
-        self._pos = np.empty(rows.size, dtype=np.int64)
-        _k.pair_positions(sup, pi, px, s, factor.pinv[self._rows], factor.pinv[self._cols], self._pos)
+        self._nsuper = factor._f.supernodes()[0].shape[0] - 1
+        self._pos = factor.positions(self._rows, self._cols)
         absent = np.flatnonzero(self._pos < 0)
         if absent.size:
             raise FactorizationError(f"{absent.size} requested pair(s) of C lie outside the pattern of its "
@@ -284,3 +292,7 @@ class SupernodalInverse:
     def diagonal(self, factor: SupernodalFactor | None = None) -> np.ndarray:
         """diag(C^-1) in the original order (``factor`` as in `values`)."""
         return self._values(factor)[self._diag_pos]
+
+    def read(self, positions: np.ndarray, factor: SupernodalFactor | None = None) -> np.ndarray:
+        """C^-1 at positions from `SupernodalFactor.positions` (all >= 0), ``factor`` as in `values`."""
+        return self._values(factor)[positions]

@@ -91,6 +91,7 @@ class REMLModel:
         self.ordering = ordering
         self.factor = None
         self.selinv = None
+        self._fixed_pos = False      # positions of the fixed block in the factor (False: not looked up)
         self.factor_theta = None     # theta of the numeric factor held in self.factor (None: none)
         d = design
         self.n_theta = blocks[-1].stop
@@ -353,42 +354,67 @@ class REMLModel:
 
     # ----------------------------------------------------------------- extras
     def factorized_at(self, theta) -> bool:
-        """True when the factor held is the L of C at exactly this theta (solves possible)."""
-        return (self.factor_theta is not None and np.array_equal(self.factor_theta, theta)
-                and self.factor.solvable)
+        """True when the factor held is that of C at exactly this theta: its L, or C^-1 on its
+        pattern when an evaluation with derivatives consumed it (mvreml.chol)."""
+        return self.factor_theta is not None and np.array_equal(self.factor_theta, theta)
 
     def refactorize(self, theta) -> None:
-        """Make the held factor the L of C at theta (nothing to do when it already is).
+        """Make the held factor that of C at theta (nothing to do when it already is).
 
         The iteration factorizes candidates it then rejects (a halved step, an EM step, the
         probes of an unbounded direction), so the factor left behind need not belong to the
-        reported theta; and an evaluation with derivatives leaves C^-1 in place of L (the
-        selected inverse overwrites it). Whatever solves with the factor calls this first.
+        reported theta; whatever reads the factor for a result calls this first.
         """
         if not self.factorized_at(theta):
             self.evaluate(np.asarray(theta, dtype=float), derivatives=False)
 
+    def _solvable_at(self, theta) -> None:
+        """Make the held factor the L of C at theta (or at the factor's theta when None): the
+        selected inverse overwrites L, so solves after it need a new factorization."""
+        if theta is None:
+            if self.factor.solvable:
+                return
+            if self.factor_theta is None:
+                raise FactorizationError("no factor held (the last factorization failed): pass theta")
+            theta = self.factor_theta
+        if not (self.factorized_at(theta) and self.factor.solvable):
+            self.evaluate(np.asarray(theta, dtype=float), derivatives=False)
+
+    def solve(self, B, theta=None) -> np.ndarray:
+        """C^-1 B at theta (default: the factor held); B dense (n or n x k) or sparse."""
+        self._solvable_at(theta)
+        return self.factor(B)
+
     def pev_diagonal(self, theta=None) -> np.ndarray:
         """diag(C^-1) in the original ordering, at theta (default: the factor held). Read from
-        the last selected inverse when the factor still holds it, else computed (in place)."""
-        held = self.factor_theta is not None and (theta is None or np.array_equal(self.factor_theta, theta))
-        if theta is not None and not (held and self.factor.state in ("numeric", "consumed")):
+        the last selected inverse when the factor holds it, else computed (in place)."""
+        if theta is not None:
             self.refactorize(theta)
         return self.selinv.diagonal(self.factor)
 
+    def _fixed_positions(self) -> np.ndarray | None:
+        """Positions of the fixed block's lower triangle in the factor, None when some of it lies
+        outside the pattern of L (then the selected inverse does not hold it); once per analysis."""
+        if self._fixed_pos is False:
+            i, j = np.tril_indices(self.p)
+            pos = self.factor.positions(i, j)
+            self._fixed_pos = pos if np.all(pos >= 0) else None
+        return self._fixed_pos
+
     def fixed_vcov(self, max_p: int = 500, theta=None) -> np.ndarray | None:
-        """(X'V^-1X)^-1 = the fixed block of C^-1, by p solves (None when p is large), at
-        theta (default: the factor held, refactorized when the selected inverse consumed it)."""
+        """(X'V^-1X)^-1 = the fixed block of C^-1 (None when p is large), at theta (default: the
+        factor held): read from the selected inverse when the factor holds it and the block lies
+        in the pattern of L (fixed effects ordered last), else by p solves."""
         p = self.p
         if p == 0 or p > max_p:
             return None
-        if theta is None and not self.factor.solvable:
-            if self.factor_theta is None:
-                raise FactorizationError("fixed_vcov: no factor held (the last factorization failed); "
-                                         "pass theta")
-            theta = self.factor_theta
         if theta is not None:
             self.refactorize(theta)
+        if self.factor.state == "consumed" and self._fixed_positions() is not None:
+            V = np.zeros((p, p))
+            V[np.tril_indices(p)] = self.selinv.read(self._fixed_positions(), self.factor)
+            return V + np.tril(V, -1).T
+        self._solvable_at(theta)
         n = self.pattern.n_eq
         V = np.empty((p, p))
         step = max(1, min(p, _SOLVE_BLOCK // max(n, 1)))   # dense n x step right-hand sides

@@ -193,6 +193,9 @@ cdef class Factor:
         self._need(SYMBOLIC)
         cdef cholmod_sparse A = _lower_view(indptr, indices, data, self.n, True)
         cdef int ok
+        if self.n == 0:                  # nothing to factorize (CHOLMOD rejects an empty x)
+            self.state = NUMERIC
+            return -1
         with nogil:
             ok = cholmod_l_factorize(&A, self.L, &self.c)
         if self.c.status == CHOLMOD_NOT_POSDEF:
