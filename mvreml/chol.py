@@ -27,11 +27,15 @@ from .errors import FactorizationError, NotPositiveDefiniteError
 __all__ = ["SupernodalFactor", "SupernodalInverse", "ORDERINGS", "CHOLMOD_VERSION"]
 
 #: orderings `SupernodalFactor` accepts ("default": CHOLMOD's own choice; "best": all, least fill)
-ORDERINGS = ("default", "best") + tuple(_c.ORDERINGS)
+ORDERINGS = ("default", "best", "camd") + tuple(_c.ORDERINGS)
 CHOLMOD_VERSION = _c.VERSION
 _STATE = {_c.EMPTY: "empty", _c.SYMBOLIC: "symbolic", _c.NUMERIC: "numeric", _c.FAILED: "failed",
           _c.CONSUMED: "consumed"}
 _MAX_LISTED = 5
+#: flops of one factorization below which the selected inverse runs its BLAS on one thread: its
+#: supernodes are then small, and a threaded BLAS makes each small call wait for (and spin) its
+#: threads: on a loaded 2-core machine a 100k-equation inverse took 5-20 s instead of 0.3 s
+THREADED_FLOPS = 2e10
 
 
 def _lower_csc(C) -> sp.csc_matrix:
@@ -61,6 +65,10 @@ class SupernodalFactor:
         Fill-reducing ordering, one of `ORDERINGS`.
     postorder : bool
         Follow the ordering with CHOLMOD's weighted postorder (bigger supernodes).
+    last : int
+        With ``ordering="camd"``: the first `last` equations (the fixed effects, in the engine)
+        are ordered after all the others (constrained minimum degree), so the trailing block of
+        L, and of the selected inverse, holds their whole covariance.
 
     Raises
     ------
@@ -70,7 +78,7 @@ class SupernodalFactor:
         When CHOLMOD's analysis fails (out of memory, an ordering not compiled in).
     """
 
-    def __init__(self, C, ordering: str = "default", postorder: bool = True):
+    def __init__(self, C, ordering: str = "default", postorder: bool = True, last: int = 0):
         if ordering not in ORDERINGS:
             raise ValueError(f"ordering={ordering!r}: choose one of {', '.join(ORDERINGS)}")
         C = _lower_csc(C)
@@ -80,16 +88,22 @@ class SupernodalFactor:
         self._indptr = np.ascontiguousarray(C.indptr, dtype=np.int64)
         self._indices = np.ascontiguousarray(C.indices, dtype=np.int64)
         self._f = _c.Factor()
+        flags = None
+        if ordering == "camd":
+            flags = np.zeros(self.n, dtype=np.int64)
+            flags[:int(last)] = 1
         try:
-            self._f.analyze(self._indptr, self._indices, ordering, bool(postorder))
+            self._f.analyze(self._indptr, self._indices, ordering, bool(postorder), flags)
         except _c.CholmodCallError as exc:
             raise FactorizationError(f"symbolic analysis of the {self.n} x {self.n} matrix "
                                      f"failed: {exc}") from None
+        # CHOLMOD's figures of this analysis (Common->fl, lnz are overwritten by later calls)
+        self._analysis = dict(self._f.analysis(), n=self.n, ordering=ordering)
         self._structure_checked()
 
     def _structure_checked(self) -> None:
         sup, pi, px, s = self._f.supernodes()
-        code = _k.check_structure(sup, pi, px, s, self.n, int(self._f.analysis()["xsize"]))
+        code = _k.check_structure(sup, pi, px, s, self.n, int(self._analysis["xsize"]))
         if code:
             raise FactorizationError(f"CHOLMOD's supernodal structure is not the documented one "
                                      f"(check code {code}); the selected inverse cannot walk it")
@@ -114,7 +128,7 @@ class SupernodalFactor:
 
     def analysis(self) -> dict:
         """CHOLMOD's figures of the analysis: flops per factorization, nnz(L), entries of x, supernodes."""
-        return dict(self._f.analysis(), n=self.n, ordering=self.ordering)
+        return dict(self._analysis)
 
     def P(self) -> np.ndarray:
         """The permutation: row k of L is row P()[k] of C."""
@@ -262,7 +276,12 @@ class SupernodalInverse:
             x = self._buffer
         info = np.zeros(2, dtype=np.int64)
         sup, pi, px, s = factor._f.supernodes()     # this factor's (a copy's are its own)
-        _k.selinv_inplace(sup, pi, px, s, x, info)
+        if factor.analysis()["flops"] < THREADED_FLOPS:
+            from ._threads import blas_threads
+            with blas_threads(1):
+                _k.selinv_inplace(sup, pi, px, s, x, info)
+        else:                       # large supernodes: the threads the fit allows
+            _k.selinv_inplace(sup, pi, px, s, x, info)
         if self.in_place:
             factor._f.mark_consumed()        # even on failure: x is partly overwritten
         code, col = int(info[0]), int(info[1])

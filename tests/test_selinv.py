@@ -454,3 +454,22 @@ def test_supernodal_pair_outside_pattern_and_out_of_range():
         SupernodalInverse(f, [0, 3], [0, 0])
     with pytest.raises(ValueError, match="out of range"):
         SupernodalInverse(f, [7], [0])
+
+
+@pytest.mark.parametrize("case", ["diagonal_40", "dense_150"])
+def test_supernodal_zero_pivot_is_reported(case):
+    """A zero on L's diagonal (loops path: 1 x 1 supernodes; BLAS path: one 150-wide supernode)."""
+    from mvreml._core import supinv
+    from mvreml.chol import SupernodalInverse
+
+    c = SUPER_CASES[case]()
+    f = supernodal_factor(c)
+    si = SupernodalInverse(f, *lower_pairs(c))
+    x = f._f.values()
+    x[f._diag[7]] = 0.0
+    with pytest.raises(FactorizationError, match=f"permuted column 7 .column {f.perm[7]} of C"):
+        si.compute(f)
+    assert f.state == "consumed"           # partly overwritten: no solve may use it
+    sup, pi, px, s = f._f.supernodes()
+    assert supinv.check_structure(sup, pi, px, s, c.shape[0], x.size) == 0
+    assert supinv.check_structure(sup[::-1].copy(), pi, px, s, c.shape[0], x.size) != 0

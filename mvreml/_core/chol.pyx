@@ -25,7 +25,7 @@ cdef extern from "cholmod.h" nogil:
     int CHOLMOD_SUB_VERSION
     int CHOLMOD_OK, CHOLMOD_NOT_POSDEF, CHOLMOD_OUT_OF_MEMORY, CHOLMOD_TOO_LARGE
     int CHOLMOD_INVALID, CHOLMOD_NOT_INSTALLED, CHOLMOD_DSMALL
-    int CHOLMOD_NATURAL, CHOLMOD_AMD, CHOLMOD_METIS, CHOLMOD_NESDIS, CHOLMOD_COLAMD
+    int CHOLMOD_NATURAL, CHOLMOD_GIVEN, CHOLMOD_AMD, CHOLMOD_METIS, CHOLMOD_NESDIS, CHOLMOD_COLAMD
     int CHOLMOD_SUPERNODAL, CHOLMOD_REAL, CHOLMOD_PATTERN, CHOLMOD_DOUBLE, CHOLMOD_LONG
     int CHOLMOD_A
 
@@ -81,6 +81,8 @@ cdef extern from "cholmod.h" nogil:
     int cholmod_l_start(cholmod_common *)
     int cholmod_l_finish(cholmod_common *)
     cholmod_factor *cholmod_l_analyze(cholmod_sparse *, cholmod_common *)
+    cholmod_factor *cholmod_l_analyze_p(cholmod_sparse *, int64_t *, int64_t *, size_t, cholmod_common *)
+    int cholmod_l_camd(cholmod_sparse *, int64_t *, size_t, int64_t *, int64_t *, cholmod_common *)
     int cholmod_l_factorize(cholmod_sparse *, cholmod_factor *, cholmod_common *)
     cholmod_dense *cholmod_l_solve(int, cholmod_factor *, cholmod_dense *, cholmod_common *)
     cholmod_factor *cholmod_l_copy_factor(cholmod_factor *, cholmod_common *)
@@ -159,26 +161,44 @@ cdef class Factor:
         cholmod_l_finish(&self.c)
 
     def analyze(self, const int64_t[::1] indptr, const int64_t[::1] indices, str ordering="default",
-                bint postorder=True):
+                bint postorder=True, int64_t[::1] last=None):
         """Symbolic analysis of the lower-triangular pattern (indptr, indices), n = len(indptr) - 1.
 
         ``ordering``: "default" (CHOLMOD's own choice: AMD, METIS when AMD fills badly), "best"
-        (all of CHOLMOD's methods, the least fill kept) or one of `ORDERINGS`.
+        (all of CHOLMOD's methods, the least fill kept), one of `ORDERINGS`, or "camd": minimum
+        degree constrained to order the columns flagged 1 in ``last`` (length n, 0 / 1) after
+        all the others (CHOLMOD's CAMD, then the analysis of that permutation).
         """
         cdef size_t n = indptr.shape[0] - 1
         cdef double[::1] nodata = np.empty(0)
         cdef cholmod_sparse A = _lower_view(indptr, indices, nodata, n, False)
         cdef cholmod_factor *L
+        cdef int64_t[::1] perm
+        cdef int ok = 1
         if ordering == "default":
             self.c.nmethods = 0
         elif ordering == "best":
             self.c.nmethods = 9
+        elif ordering == "camd":
+            if last is None or last.shape[0] != n:
+                raise ValueError("ordering 'camd' needs last= (one 0 / 1 flag per column)")
+            self.c.nmethods = 1
+            self.c.method[0].ordering = CHOLMOD_GIVEN
         else:
             self.c.nmethods = 1
             self.c.method[0].ordering = ORDERINGS[ordering]
         self.c.postorder = postorder
-        with nogil:
-            L = cholmod_l_analyze(&A, &self.c)
+        if ordering == "camd":
+            perm = np.empty(max(n, 1), dtype=np.int64)
+            with nogil:
+                ok = cholmod_l_camd(&A, NULL, 0, &last[0], &perm[0], &self.c) if n > 0 else 1
+                if ok:
+                    L = cholmod_l_analyze_p(&A, &perm[0], NULL, 0, &self.c)
+            if not ok:
+                raise CholmodCallError("camd", self.c.status)
+        else:
+            with nogil:
+                L = cholmod_l_analyze(&A, &self.c)
         if L == NULL:
             raise CholmodCallError("analyze", self.c.status)
         if self.L != NULL:

@@ -115,6 +115,72 @@ def pair_positions(const int64_t[::1] sup, const int64_t[::1] pi, const int64_t[
     free(col2super)
 
 
+# A supernode whose products stay below this many flops is done by the loops below, not BLAS:
+# a BLAS call costs more than such a product (call overhead), and a threaded BLAS on a loaded
+# machine makes every tiny call wait for its threads (the 30-50x collapse of issue 16).
+DEF SMALL_FLOPS = 32768
+
+
+cdef int _small_supernode(double *X, int ns, int w, int m, const double *Zrr, double *Zrj,
+                          double *W) noexcept nogil:
+    """The three steps of the recursion by plain loops (0 on success, 1 + t on a zero pivot t).
+
+    X: the supernode (ns = w + m rows, column-major), L_D over its top w x w, L_B below; Zrr:
+    the lower triangle of Z_RR (m x m); Zrj (m x w) and W (w x w) workspace.
+    """
+    cdef int t, u, a, b, i, k
+    cdef double d, l, y, z
+    cdef double *Yt
+    cdef double *Yu
+    for t in range(w):
+        d = X[t + t * ns]
+        if not (d > 0.0) or d != d or d - d != 0.0:
+            return 1 + t
+    # Y = L_B L_D^-1 over L_B: Y L_D = L_B, last column first
+    for t in range(w - 1, -1, -1):
+        Yt = X + w + t * ns
+        for u in range(t + 1, w):
+            l = X[u + t * ns]
+            if l != 0.0:
+                Yu = X + w + u * ns
+                for a in range(m):
+                    Yt[a] -= Yu[a] * l
+        d = 1.0 / X[t + t * ns]
+        for a in range(m):
+            Yt[a] *= d
+    # Z_RJ = -Z_RR Y (Z_RR symmetric, lower triangle stored)
+    for t in range(w):
+        Yt = X + w + t * ns
+        for a in range(m):
+            Zrj[a + t * m] = 0.0
+        for b in range(m):
+            y = Yt[b]
+            Zrj[b + t * m] -= Zrr[b + b * m] * y
+            for a in range(b + 1, m):
+                z = Zrr[a + b * m]
+                Zrj[a + t * m] -= z * y
+                Zrj[b + t * m] -= z * Yt[a]
+    # W = L_D^-1 (lower), then Z_JJ = W' W - Y' Z_RJ (lower) over L_D
+    for k in range(w):
+        W[k + k * w] = 1.0 / X[k + k * ns]
+        for i in range(k + 1, w):
+            z = 0.0
+            for u in range(k, i):
+                z += X[i + u * ns] * W[u + k * w]
+            W[i + k * w] = -z / X[i + i * ns]
+    for k in range(w):
+        for i in range(k, w):
+            z = 0.0
+            for u in range(i, w):
+                z += W[u + i * w] * W[u + k * w]
+            Yt = X + w + i * ns
+            for a in range(m):
+                z -= Yt[a] * Zrj[a + k * m]
+            X[i + k * ns] = z
+    return 0
+
+
+
 def selinv_inplace(const int64_t[::1] sup, const int64_t[::1] pi, const int64_t[::1] px,
                    const int64_t[::1] s, double[::1] x, int64_t[::1] info):
     """Overwrite x (a supernodal LL' factor) with (L L')^-1 on the pattern of L.
@@ -134,6 +200,10 @@ def selinv_inplace(const int64_t[::1] sup, const int64_t[::1] pi, const int64_t[
     cdef double *X
     cdef double *Zrr = NULL
     cdef double *Zrj = NULL
+    cdef double *Wk = NULL
+    cdef Py_ssize_t maxw = 0
+    cdef bint small
+    cdef int bad
     cdef Py_ssize_t *rel = NULL
     cdef Py_ssize_t *col2super = NULL
     cdef const int64_t *R
@@ -151,11 +221,14 @@ def selinv_inplace(const int64_t[::1] sup, const int64_t[::1] pi, const int64_t[
                 maxm = mm
             if mm * ww > maxmw:
                 maxmw = mm * ww
+            if ww > maxw:
+                maxw = ww
+        Wk = <double*> malloc(max(min(maxw, 64) ** 2, 1) * sizeof(double))
         Zrj = <double*> malloc(max(maxmw, 1) * sizeof(double))
         Zrr = <double*> malloc(max(maxm * maxm, 1) * sizeof(double))
         rel = <Py_ssize_t*> malloc(max(maxm, 1) * sizeof(Py_ssize_t))
         col2super = <Py_ssize_t*> malloc(n * sizeof(Py_ssize_t))
-        if Zrj == NULL or Zrr == NULL or rel == NULL or col2super == NULL:
+        if Zrj == NULL or Zrr == NULL or rel == NULL or col2super == NULL or Wk == NULL:
             info[0] = 3
         else:
             for j in range(ns):
@@ -167,9 +240,11 @@ def selinv_inplace(const int64_t[::1] sup, const int64_t[::1] pi, const int64_t[
                 m = nsrow - w
                 X = &x[px[j]]
                 R = &s[pi[j] + w]
+                small = w <= 64 and (<double> m * m * w + <double> w * w * (m + w)) <= SMALL_FLOPS
                 if m > 0:
-                    # Y = L_B L_D^-1, over L_B (rows w.. of the block, leading dimension nsrow)
-                    dtrsm(&cR, &cL, &cN, &cN, &m, &w, &one, X, &nsrow, X + w, &nsrow)
+                    if not small:
+                        # Y = L_B L_D^-1, over L_B (rows w.. of the block, leading dimension nsrow)
+                        dtrsm(&cR, &cL, &cN, &cN, &m, &w, &one, X, &nsrow, X + w, &nsrow)
                     # Gather the lower triangle of Z_RR (m x m) from the later supernodes. The
                     # rows R fall in runs, one per later supernode K; inside K's columns the
                     # rows are K's diagonal block, beyond them K's rows below, located once
@@ -207,17 +282,27 @@ def selinv_inplace(const int64_t[::1] sup, const int64_t[::1] pi, const int64_t[
                         b = e
                     if info[0] != 0:
                         break
-                    dsymm(&cL, &cL, &m, &w, &mone, Zrr, &m, X + w, &nsrow, &zero, Zrj, &m)
-                dpotri(&cL, &w, X, &nsrow, &lapinfo)
-                if lapinfo != 0:
-                    info[0] = 2
-                    info[1] = sup[j] + (lapinfo - 1 if lapinfo > 0 else 0)
-                    break
+                if small:
+                    bad = _small_supernode(X, nsrow, w, m, Zrr, Zrj, Wk)
+                    if bad:
+                        info[0] = 2
+                        info[1] = sup[j] + bad - 1
+                        break
+                else:
+                    if m > 0:
+                        dsymm(&cL, &cL, &m, &w, &mone, Zrr, &m, X + w, &nsrow, &zero, Zrj, &m)
+                    dpotri(&cL, &w, X, &nsrow, &lapinfo)
+                    if lapinfo != 0:
+                        info[0] = 2
+                        info[1] = sup[j] + (lapinfo - 1 if lapinfo > 0 else 0)
+                        break
+                    if m > 0:
+                        dgemm(&cT, &cN, &w, &w, &m, &mone, X + w, &nsrow, Zrj, &m, &one, X, &nsrow)
                 if m > 0:
-                    dgemm(&cT, &cN, &w, &w, &m, &mone, X + w, &nsrow, Zrj, &m, &one, X, &nsrow)
                     for t in range(w):
                         for a in range(m):
                             X[w + a + t * nsrow] = Zrj[a + t * m]
+        free(Wk)
         free(Zrj)
         free(Zrr)
         free(rel)
