@@ -20,6 +20,8 @@ from .errors import FactorizationError, NotPositiveDefiniteError
 from .mme import MMEPattern
 
 LOG2PI = np.log(2.0 * np.pi)
+#: the orderings the engine asks CHOLMOD for, by the name the user gave (see REMLModel)
+ENGINE_ORDERING = {"default": "amd"}
 #: entries of a dense block of right-hand sides solved at once (fixed_vcov): 32 MB
 _SOLVE_BLOCK = 4_000_000
 log = logging.getLogger("mvreml")
@@ -75,7 +77,10 @@ class REMLModel:
     blocks : list of ParamBlock
         Random terms in design order, then the residual.
     ordering : str
-        CHOLMOD fill-reducing ordering ("default", "amd", "metis", "nesdis", ...).
+        CHOLMOD fill-reducing ordering ("default", "amd", "metis", "nesdis", ...). "default" is
+        AMD: CHOLMOD's own default (AMD, then METIS too when AMD's fill is high, the better one
+        kept) kept AMD's factor on every benchmark problem (U/B/T-M, U-L: the same nnz(L)) and
+        spent 15-90 % more on the analysis for the METIS attempt (benchmarks/RESULTS.md).
     """
 
     def __init__(self, design: Design, blocks: list, ordering: str = "default", timer=None):
@@ -153,7 +158,7 @@ class REMLModel:
                      C.shape[0], C.nnz)
             t0 = time.perf_counter()
             with self.timer("symbolic"):
-                self.factor = SupernodalFactor(C, ordering=self.ordering)
+                self.factor = SupernodalFactor(C, ordering=ENGINE_ORDERING.get(self.ordering, self.ordering))
             log.info("symbolic analysis done in %.1f s", time.perf_counter() - t0)
         try:
             with self.timer("factorize"):

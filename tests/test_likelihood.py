@@ -157,3 +157,16 @@ def test_engine_not_positive_definite_mme_is_infeasible_naming_the_equation():
         model.fixed_vcov()
     model.evaluate(theta)                              # recovers on the same factor
     assert model.factor.state == "consumed"
+
+
+def test_engine_default_ordering_is_amd_and_others_pass_through():
+    df = _data(5, n=50)
+    for asked, used in (("default", "amd"), ("metis", "metis"), ("nesdis", "nesdis")):
+        fs = parse_fixed("y1 ~ 1 + sex")
+        rs = parse_random("~ A + B", fs.response)
+        res = parse_residual(None, fs.response)
+        design = build_design(df, fs, rs, res)
+        model = REMLModel(design, _blocks(design, res), ordering=asked)
+        theta = np.concatenate([b.structure.from_matrix(np.eye(len(b.structure.traits))) for b in model.blocks])
+        model.evaluate(theta, derivatives=False)
+        assert model.factor.analysis()["ordering"] == used
