@@ -34,8 +34,9 @@ _STATE = {_c.EMPTY: "empty", _c.SYMBOLIC: "symbolic", _c.NUMERIC: "numeric", _c.
 _MAX_LISTED = 5
 #: flops of one factorization below which the selected inverse runs its BLAS on one thread: its
 #: supernodes are then small, and a threaded BLAS makes each small call wait for (and spin) its
-#: threads: on a loaded 2-core machine a 100k-equation inverse took 5-20 s instead of 0.3 s
-THREADED_FLOPS = 2e10
+#: threads: on a loaded 2-core machine a 100k-equation inverse took 5-20 s instead of 0.3 s, and
+#: T-M (22 Gflop) collapsed the same way with 2 threads; only the L problems pass this bound
+THREADED_FLOPS = 1e11
 
 
 def _lower_csc(C) -> sp.csc_matrix:
