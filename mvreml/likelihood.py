@@ -165,10 +165,15 @@ class REMLModel:
                 self.factor.factorize(C)
         except NotPositiveDefiniteError as exc:
             raise Infeasible(f"mixed-model equations not positive definite ({exc})")
-        logdet = self.factor.logdet()
-        if self.selinv is None:
-            # positions of C's pattern in the factor: once per analysis
-            self.selinv = SupernodalInverse(self.factor, self.pattern.rows, self.pattern.cols)
+        try:
+            logdet = self.factor.logdet()
+            if self.selinv is None:
+                # positions of C's pattern in the factor: once per analysis
+                self.selinv = SupernodalInverse(self.factor, self.pattern.rows, self.pattern.cols)
+        except FactorizationError as exc:
+            # a factor that cannot be read is C not numerically positive definite at this point
+            raise Infeasible(f"mixed-model equations not numerically positive definite (incomplete Cholesky "
+                             f"factor: {exc})")
         if not np.isfinite(logdet):
             raise Infeasible(f"mixed-model equations not numerically positive definite (log|C| = {logdet})")
         return logdet
