@@ -299,24 +299,38 @@ def ar1_term_levels(sub: pd.DataFrame, term, plain_labels, covered: np.ndarray, 
     return levels, level_of_unit, K
 
 
-def ar1_term_score(pat, b, rd, theta_b, U, Gi, cinv, Z, score, F) -> None:
-    """Score and working variates of the K parameters of an AR1 term (in place).
+def ar1_term_variates(b, rd, theta_b, U, Z, F) -> list:
+    """Working variates of the K parameters of an AR1 term into F; returns the dK^-1 values.
 
-    With Var(u) = K (x) G and E = u u' + C^uu: dlogL/dk_j = -1/2 [t dlog|K|/dk_j + tr(dK^-1
-    (x) G^-1 E)], the trace sum_ab dK^-1_ab <G^-1, E_ab> (the adjoint map of C's assembly with
-    dK^-1's values), and f_j = Z dK K^-1 u = -Z vec(K dK^-1 U).
+    f_j = Z dK K^-1 u = -Z vec(K dK^-1 U). They need only the solution, so the engine forms them
+    before the selected inverse overwrites the factor (mvreml.chol); the score follows in
+    `ar1_term_score`.
     """
     st = b.structure
     kp = np.asarray(theta_b, float)[st.k_slice]
     dk = rd.kcor.derivatives(kp)
+    first = b.start + st.n_g
+    for j in range(st.n_params - st.n_g):
+        dK = sp.csc_matrix((dk[j], rd.kcor.rows, rd.kcor.indptr), shape=(rd.q, rd.q))
+        F[:, first + j] = Z @ (-rd.kcor.apply(kp, dK @ U)).ravel()
+    return dk
+
+
+def ar1_term_score(pat, b, rd, theta_b, U, Gi, cinv, dk, score) -> None:
+    """Score of the K parameters of an AR1 term (in place), ``dk`` from `ar1_term_variates`.
+
+    With Var(u) = K (x) G and E = u u' + C^uu: dlogL/dk_j = -1/2 [t dlog|K|/dk_j + tr(dK^-1
+    (x) G^-1 E)], the trace sum_ab dK^-1_ab <G^-1, E_ab> (the adjoint map of C's assembly with
+    dK^-1's values).
+    """
+    st = b.structure
+    kp = np.asarray(theta_b, float)[st.k_slice]
     tr1 = rd.kcor.dlogdet(kp)
     first = b.start + st.n_g
     for j in range(st.n_params - st.n_g):
         dK = sp.csc_matrix((dk[j], rd.kcor.rows, rd.kcor.indptr), shape=(rd.q, rd.q))
         Sd = U.T @ (dK @ U) + pat.term_trace(b.k, cinv, dk[j])
         score[first + j] = -0.5 * (rd.t * tr1[j] + float(np.sum(Gi * Sd)))
-        F[:, first + j] = Z @ (-rd.kcor.apply(kp, dK @ U)).ravel()
-
 
 
 def hold_orphan_correlations(run, theta) -> bool:

@@ -3,8 +3,10 @@
 Debian 12 (SuiteSparse 5) builds only scikit-sparse 0.4.x, whose ``Factor`` is made by
 ``analyze`` and refactorized by ``cholesky_inplace``; Debian 13 (SuiteSparse 7) takes
 0.5, whose ``CholeskyFactor`` is made by its constructor and refactorized by
-``factorize``. The rest of mvreml speaks the 0.4 dialect; with 0.5 installed this module
-adapts it, so the engine, the selected inverse and the relationship matrices run on both.
+``factorize``. Its users (relmat.py: sparse K^-1 and log|K|; rank.py: simplicial LDL' pivots;
+the reference selected inverse in selinv.py) speak the 0.4 dialect; with 0.5 installed this
+module adapts it. The REML iteration does not use it: it binds CHOLMOD itself (mvreml.chol),
+to reach the supernodal factor that scikit-sparse does not expose.
 
 The adapter keeps what the engine relies on: the factor's pattern is the symbolic one
 (explicit zeros kept, so the Takahashi recursion sees the whole filled pattern), ``L()``

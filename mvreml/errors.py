@@ -114,6 +114,18 @@ class FactorizationError(MvremlError, ArithmeticError):
     """The mixed-model equations could not be factorized at some parameter value."""
 
 
+class NotPositiveDefiniteError(FactorizationError):
+    """A Cholesky factorization met a non-positive pivot; ``column`` is the equation (original
+    order of the matrix, not the factor's permuted order) at which it stopped."""
+
+    def __init__(self, message: str, column: int | None = None):
+        super().__init__(message)
+        self.column = column
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.column))
+
+
 class MvremlWarning(UserWarning):
     """Base class of mvreml's warnings."""
 

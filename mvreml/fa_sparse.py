@@ -114,6 +114,10 @@ class FactorREMLModel(REMLModel):
     ``selinv`` are those of the factor formulation.
     """
 
+    #: the loadings' score needs C^-1 before the AI solves: the selected inverse goes into a
+    #: buffer of its own and leaves the factor usable (no refactorization for the AI step)
+    selinv_in_place = False
+
     def __init__(self, design, blocks, fa_index: int, ordering: str = "default", timer=None):
         self.design = design
         self.blocks = blocks

@@ -16,17 +16,17 @@ import scipy.sparse as sp
 
 from ._timing import Timer
 from .design import Design
-from .errors import FactorizationError
-from .ar1_levels import ar1_term_score
+from .ar1_levels import ar1_term_score, ar1_term_variates
+from .errors import FactorizationError, NotPositiveDefiniteError
 from .mme import MMEPattern
-from .selinv import SelectedInverse
 
 LOG2PI = np.log(2.0 * np.pi)
+#: the orderings the engine asks CHOLMOD for, by the name the user gave (see REMLModel)
+ENGINE_ORDERING = {"default": "amd"}
+#: entries of a dense block of right-hand sides solved at once (fixed_vcov): 32 MB
+_SOLVE_BLOCK = 4_000_000
 log = logging.getLogger("mvreml")
 
-
-#: fixed_vcov solves with a dense identity block up to this many entries (8 bytes each)
-DENSE_RHS = 4_000_000
 
 
 @dataclass
@@ -79,8 +79,14 @@ class REMLModel:
     blocks : list of ParamBlock
         Random terms in design order, then the residual.
     ordering : str
-        CHOLMOD fill-reducing ordering ("default", "amd", "metis", "nesdis", ...).
+        CHOLMOD fill-reducing ordering ("default", "amd", "metis", "nesdis", ...). "default" is
+        AMD: CHOLMOD's own default (AMD, then METIS too when AMD's fill is high, the better one
+        kept) kept AMD's factor on every benchmark problem (U/B/T-M, U-L: the same nnz(L)) and
+        spent 15-90 % more on the analysis for the METIS attempt (benchmarks/RESULTS.md).
     """
+
+    #: the selected inverse overwrites the factor (mvreml.chol), so the AI solves come before it
+    selinv_in_place = True
 
     def __init__(self, design: Design, blocks: list, ordering: str = "default", timer=None):
         self.design = design
@@ -95,6 +101,7 @@ class REMLModel:
         self.ordering = ordering
         self.factor = None
         self.selinv = None
+        self._fixed_pos = False      # positions of the fixed block in the factor (False: not looked up)
         self.factor_theta = None     # theta of the numeric factor held in self.factor (None: none)
         d = design
         self.n_theta = blocks[-1].stop
@@ -148,7 +155,7 @@ class REMLModel:
         return vals * self.pair_w if weighted else vals
 
     def _factorize(self, C):
-        from .cholmod import CholmodError, CholmodNotPositiveDefiniteError, analyze
+        from .chol import SupernodalFactor, SupernodalInverse
 
         if self.factor is None:
             # the one long step of a large fit besides A^-1: say so (logging, quiet by default)
@@ -156,20 +163,21 @@ class REMLModel:
                      C.shape[0], C.nnz)
             t0 = time.perf_counter()
             with self.timer("symbolic"):
-                self.factor = analyze(C, mode="auto", ordering_method=self.ordering)
+                self.factor = SupernodalFactor(C, ordering=ENGINE_ORDERING.get(self.ordering, self.ordering))
             log.info("symbolic analysis done in %.1f s", time.perf_counter() - t0)
         try:
             with self.timer("factorize"):
-                self.factor.cholesky_inplace(C)
-        except CholmodNotPositiveDefiniteError as exc:
+                self.factor.factorize(C)
+        except NotPositiveDefiniteError as exc:
             raise Infeasible(f"mixed-model equations not positive definite ({exc})")
         try:
-            # a factorization CHOLMOD only warns about (scikit-sparse 0.5, supernodal) leaves a
-            # partial factor: an unreadable one or a non-finite log|C| is the same failure
-            logdet = float(self.factor.logdet())
+            logdet = self.factor.logdet()
             if self.selinv is None:
-                self.selinv = SelectedInverse(self.factor, self.pattern.rows, self.pattern.cols)
-        except (CholmodError, FactorizationError) as exc:
+                # positions of C's pattern in the factor: once per analysis
+                self.selinv = SupernodalInverse(self.factor, self.pattern.rows, self.pattern.cols,
+                                                in_place=self.selinv_in_place)
+        except FactorizationError as exc:
+            # a factor that cannot be read is C not numerically positive definite at this point
             raise Infeasible(f"mixed-model equations not numerically positive definite (incomplete Cholesky "
                              f"factor: {exc})")
         if not np.isfinite(logdet):
@@ -229,42 +237,52 @@ class REMLModel:
     def _derivatives(self, ev, mats, ginv, rstack, Rinv):
         d = self.design
         pat = self.pattern
-        with self.timer("selinv"):
-            x = self.selinv.values(self.factor)
-        ev.cinv = x
         score = np.zeros(self.n_theta)
         F = np.zeros((self.N, self.n_theta), order="F")   # filled column by column
         em = []
         sol, e = ev.solution, ev.residuals
+        nr = self.n_random
+        # The working variates F and the AI solves need L; the selected inverse then overwrites
+        # L in place (mvreml.chol), so they come first and the traces that need C^-1 after.
         with self.timer("score"):
-            nr = self.n_random
-            for b, G, Gi, rd, off, Z in zip(self.blocks[:nr], mats[:nr], ginv, d.random, pat.offsets, self.Z):
+            dGi = []                   # per random term: Gi dG_j for each of its parameters
+            dks = []                   # per random term: dK^-1 values of an AR1 term's K
+            for b, Gi, rd, off, Z in zip(self.blocks[:nr], ginv, d.random, pat.offsets, self.Z):
                 U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
-                S = U.T @ (self.kinvs[b.k][0] @ U) + pat.term_trace(b.k, x)
-                S = 0.5 * (S + S.T)
-                em.append(S / rd.q if rd.kcor is None else None)   # no EM update of a correlation
                 dG = b.structure.derivatives(ev.theta[b.slice])
-                for j in range(b.stop - b.start):
-                    A = Gi @ dG[j]
-                    score[b.start + j] = -0.5 * (rd.q * np.trace(A) - np.trace(A @ Gi @ S))
+                dGi.append([Gi @ dG[j] for j in range(b.stop - b.start)])
+                for j, A in enumerate(dGi[-1]):
                     F[:, b.start + j] = Z @ (U @ A).ravel()
-                if rd.kcor is not None:
-                    ar1_term_score(pat, b, rd, ev.theta[b.slice], U, Gi, x, Z, score, F)
-            # residual, section by section: a parameter of section s moves only its records' R_i
-            Q = pat.residual_trace_pairs(x)
-            ee = e[pat.pair_a] * e[pat.pair_b] + Q
-            for rb, R0 in zip(self.res_blocks, mats[nr:]):
-                if d.lattice is not None:
-                    self._lattice_score(rb, ev, ee, score, F)
-                    em.append(None)          # no EM update of a correlation: AI steps only
-                    continue
-                self._residual_score(rb, ev, rstack, ee, score, F)
-                em.append(self._residual_em(R0, rstack, ee, rb.section or 0))
+                dks.append(None if rd.kcor is None
+                           else ar1_term_variates(b, rd, ev.theta[b.slice], U, Z, F))
+            res_parts = [self._lattice_variates(rb, ev, F) if d.lattice is not None
+                         else self._residual_variates(rb, ev, rstack, F) for rb in self.res_blocks]
         with self.timer("ai"):
             RF = Rinv @ F
             B = pat.W.T @ RF
             CB = self.factor(B)
             ai = 0.5 * (F.T @ RF - B.T @ CB)
+        with self.timer("selinv"):
+            x = self.selinv.values(self.factor)
+        ev.cinv = x
+        with self.timer("score"):
+            for b, Gi, rd, off, As, dk in zip(self.blocks[:nr], ginv, d.random, pat.offsets, dGi, dks):
+                U = sol[off:off + rd.q * rd.t].reshape(rd.q, rd.t)
+                S = U.T @ (self.kinvs[b.k][0] @ U) + pat.term_trace(b.k, x)
+                S = 0.5 * (S + S.T)
+                em.append(S / rd.q if rd.kcor is None else None)   # no EM update of a correlation
+                for j, A in enumerate(As):
+                    score[b.start + j] = -0.5 * (rd.q * np.trace(A) - np.trace(A @ Gi @ S))
+                if dk is not None:
+                    ar1_term_score(pat, b, rd, ev.theta[b.slice], U, Gi, x, dk, score)
+            # residual, section by section: a parameter of section s moves only its records' R_i
+            Q = pat.residual_trace_pairs(x)
+            ee = e[pat.pair_a] * e[pat.pair_b] + Q
+            for rb, R0, (tr1, dpairs) in zip(self.res_blocks, mats[nr:], res_parts):
+                for j in range(rb.stop - rb.start):
+                    score[rb.start + j] = -0.5 * (tr1[j] + dpairs[j] @ ee)
+                # no EM update of a spatial correlation: AI steps only
+                em.append(None if d.lattice is not None else self._residual_em(R0, rstack, ee, rb.section or 0))
         ev.score = score
         ev.ai = 0.5 * (ai + ai.T)
         ev.em = em
@@ -301,9 +319,11 @@ class REMLModel:
             logdet += rb.structure.logdet(th)
         return values, logdet
 
-    def _lattice_score(self, rb, ev, ee, score, F):
-        """Score and working variates of a spatial section: with dR^-1 sparse on the pairs,
-        tr(R^-1 dR R^-1 E) = -sum_pairs dR^-1 E, and f = dR R^-1 e = -R dR^-1 e."""
+    def _lattice_variates(self, rb, ev, F):
+        """Working variates of a spatial section into F, and what its score needs: with dR^-1
+        sparse on the pairs, tr(R^-1 dR R^-1 E) = -sum_pairs dR^-1 E, and f = dR R^-1 e =
+        -R dR^-1 e. Returns (tr(R^-1 dR) per parameter, -dR^-1 on the pairs per parameter);
+        the score is -1/2 (tr1 + dpairs @ ee)."""
         d = self.design
         pat = self.pattern
         mine = d.pair_section == (rb.section or 0)
@@ -311,22 +331,26 @@ class REMLModel:
         dvals = rb.structure.rinv_derivatives(th, d.pair_pos[0][mine], d.pair_pos[1][mine])
         tr1 = rb.structure.dlogdet(th)
         grid = d.lattice[rb.section or 0]["grid"]
+        dpairs = []
         for j in range(rb.stop - rb.start):
             full = np.zeros(len(pat.pair_a))
             full[mine] = dvals[j]
-            score[rb.start + j] = -0.5 * (tr1[j] + full @ ee)
+            dpairs.append(full)
             g = pat.rinv_matrix(full) @ ev.residuals
             f = np.zeros(self.N)
             f[grid.reshape(-1)] = -rb.structure.apply(th, g[grid]).reshape(-1)
             F[:, rb.start + j] = f
+        return [tr1[j] for j in range(rb.stop - rb.start)], dpairs
 
-    def _residual_score(self, rb, ev, rstack, ee, score, F):
-        """Score and working variates of the parameters of residual block `rb` (one section)."""
+    def _residual_variates(self, rb, ev, rstack, F):
+        """Working variates of the parameters of residual block `rb` (one section) into F, and
+        (tr(R^-1 dR) per parameter, -(R^-1 dR R^-1) on the pairs per parameter) for its score."""
         d = self.design
         pat = self.pattern
         e = ev.residuals
         dR = rb.structure.derivatives(ev.theta[rb.slice])
         mine = np.flatnonzero(self._pattern_sections() == (rb.section or 0))
+        tr1s, dpairs = [], []
         for j in range(rb.stop - rb.start):
             bstack = np.zeros_like(rstack)
             hstack = np.zeros_like(rstack)
@@ -339,10 +363,11 @@ class REMLModel:
                 hstack[m, :n, :n] = H
                 bstack[m, :n, :n] = Ri @ H
                 tr1 += self.pattern_count[m] * np.trace(H)
-            bp = self._pair_values(bstack)
-            score[rb.start + j] = -0.5 * (tr1 - bp @ ee)
+            tr1s.append(tr1)
+            dpairs.append(-self._pair_values(bstack))
             hp = self._pair_values(hstack, weighted=False)
             F[:, rb.start + j] = pat.rinv_matrix(hp) @ e
+        return tr1s, dpairs
 
     def _residual_em(self, R0, rstack, ee, section: int = 0):
         """EM update of R0 of one residual section with missing traits: the expected full-trait
@@ -368,7 +393,8 @@ class REMLModel:
 
     # ----------------------------------------------------------------- extras
     def factorized_at(self, theta) -> bool:
-        """True when the numeric factor held is that of C at exactly this theta."""
+        """True when the factor held is that of C at exactly this theta: its L, or C^-1 on its
+        pattern when an evaluation with derivatives consumed it (mvreml.chol)."""
         return self.factor_theta is not None and np.array_equal(self.factor_theta, theta)
 
     def refactorize(self, theta) -> None:
@@ -381,29 +407,59 @@ class REMLModel:
         if not self.factorized_at(theta):
             self.evaluate(np.asarray(theta, dtype=float), derivatives=False)
 
+    def _solvable_at(self, theta) -> None:
+        """Make the held factor the L of C at theta (or at the factor's theta when None): the
+        selected inverse overwrites L, so solves after it need a new factorization."""
+        if theta is None:
+            if self.factor.solvable:
+                return
+            if self.factor_theta is None:
+                raise FactorizationError("no factor held (the last factorization failed): pass theta")
+            theta = self.factor_theta
+        if not (self.factorized_at(theta) and self.factor.solvable):
+            self.evaluate(np.asarray(theta, dtype=float), derivatives=False)
+
+    def solve(self, B, theta=None) -> np.ndarray:
+        """C^-1 B at theta (default: the factor held); B dense (n or n x k) or sparse."""
+        self._solvable_at(theta)
+        return self.factor(B)
+
     def pev_diagonal(self, theta=None) -> np.ndarray:
-        """diag(C^-1) in the original ordering, at theta (default: the factor held)."""
+        """diag(C^-1) in the original ordering, at theta (default: the factor held). Read from
+        the last selected inverse when the factor holds it, else computed (in place)."""
         if theta is not None:
             self.refactorize(theta)
         return self.selinv.diagonal(self.factor)
 
+    def _fixed_positions(self) -> np.ndarray | None:
+        """Positions of the fixed block's lower triangle in the factor, None when some of it lies
+        outside the pattern of L (then the selected inverse does not hold it); once per analysis."""
+        if self._fixed_pos is False:
+            i, j = np.tril_indices(self.p)
+            pos = self.factor.positions(i, j)
+            self._fixed_pos = pos if np.all(pos >= 0) else None
+        return self._fixed_pos
+
     def fixed_vcov(self, max_p: int = 500, theta=None) -> np.ndarray | None:
-        """(X'V^-1X)^-1 = the fixed block of C^-1, by p solves (None when p is large), at
-        theta (default: the factor held)."""
+        """(X'V^-1X)^-1 = the fixed block of C^-1 (None when p is large), at theta (default: the
+        factor held): read from the selected inverse when the factor holds it and the block lies
+        in the pattern of L (fixed effects ordered last), else by p solves."""
         p = self.p
         if p == 0 or p > max_p:
             return None
         if theta is not None:
             self.refactorize(theta)
-        n_eq = self.pattern.n_eq
-        if n_eq * p <= DENSE_RHS:
-            # a dense right-hand side: CHOLMOD's supernodal solve runs on BLAS blocks (faster
-            # than the sparse solve, which builds the sparse solution column by column)
-            E = np.zeros((n_eq, p))
-            E[np.arange(p), np.arange(p)] = 1.0
-        else:
-            E = sp.csc_matrix((np.ones(p), (np.arange(p), np.arange(p))), shape=(n_eq, p))
-        X = self.factor(E)
-        # only the fixed rows are wanted: slice before densifying the P x p solution
-        V = X[:p].toarray()[:, :p] if sp.issparse(X) else np.asarray(X)[:p, :p]
+        if self.factor.state == "consumed" and self._fixed_positions() is not None:
+            V = np.zeros((p, p))
+            V[np.tril_indices(p)] = self.selinv.read(self._fixed_positions(), self.factor)
+            return V + np.tril(V, -1).T
+        self._solvable_at(theta)
+        n = self.pattern.n_eq
+        V = np.empty((p, p))
+        step = max(1, min(p, _SOLVE_BLOCK // max(n, 1)))   # dense n x step right-hand sides
+        for s in range(0, p, step):
+            k = min(step, p - s)
+            E = np.zeros((n, k), order="F")
+            E[np.arange(s, s + k), np.arange(k)] = 1.0
+            V[:, s:s + k] = self.factor(E)[:p]
         return 0.5 * (V + V.T)

@@ -1,10 +1,14 @@
-"""Selected elements of C^-1 from a CHOLMOD factor (scikit-sparse), reused across iterates.
+"""Selected elements of C^-1 from a scikit-sparse CHOLMOD factor: the reference implementation.
 
-The REML engine analyses C once and refactorizes it at every iterate; the score needs C^-1
-only on the pattern of C (docs/THEORY.md, "Score" and "Selected inverse"). `SelectedInverse`
-locates the wanted (row, col) pairs in the pattern of the permuted factor once, then at
-each iterate runs the compiled Takahashi recursion (``mvreml._core.selinv``) over the whole
-pattern of L and reads the pairs out.
+The REML engine no longer uses this module: it computes the selected inverse in place over its
+own supernodal factor (mvreml.chol, mvreml._core.supinv), without the simplicial copy of L and
+the second array made here. This CSC version stays as the independent reference the supernodal
+kernel is checked against (tests/test_selinv.py) and for callers holding a scikit-sparse factor.
+
+The score needs C^-1 only on the pattern of C (docs/THEORY.md, "Score" and
+"Selected inverse"). `SelectedInverse` locates the wanted (row, col) pairs in the pattern of the
+permuted factor once, then runs the compiled Takahashi recursion (``mvreml._core.selinv``) over
+the whole pattern of L and reads the pairs out.
 
 Facts about scikit-sparse 0.4.16 this module relies on (checked in tests/test_selinv.py):
 

@@ -116,7 +116,11 @@ def test_the_checkpoint_is_written_every_iterate_and_at_the_end(tmp_path, uninte
     assert [r["iteration"] for r in content["history"]] == list(range(res.iterations + 1))
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     again = _fit(resume=path, checkpoint=path)          # resuming a finished fit: at the optimum already
-    assert again.loglik == pytest.approx(res.loglik, abs=1e-8) and again.converged
+    # it may take one more iterate (it does, 7 -> 8, with either selected-inverse kernel); what
+    # that iterate gains is bounded by the fit's own log L tolerance, not by rounding: 7e-10 with
+    # the CSC kernel, 2.7e-8 with the supernodal one, whose iterates agree with it to 1e-14
+    tol_ll = 1e-7 * max(1.0, abs(res.loglik) / 1000.0)  # mvreml.reml: tol_loglik, scaled
+    assert again.loglik == pytest.approx(res.loglik, abs=tol_ll) and again.converged
 
 
 def test_a_checkpoint_of_another_model_or_data_is_refused(tmp_path):

@@ -1,9 +1,10 @@
-"""The CHOLMOD adapter: scikit-sparse 0.4 here; the 0.5 code path checked against a stand-in.
+"""CHOLMOD: the engine's own binding (mvreml.chol, mvreml._core.chol) and the scikit-sparse
+adapter (mvreml.cholmod) that relmat and rank still use.
 
 scikit-sparse 0.5 (Debian 13) cannot be built on this SuiteSparse 5 machine, so its
 ``CholeskyFactor`` is imitated on top of 0.4 with exactly the members the adapter uses
-(constructor with order / supernodal_mode, factorize, solve, factor, perm, N). A fit through
-the adapter must equal the fit through 0.4 directly.
+(constructor with order / supernodal_mode, factorize, solve, factor, perm, N). The engine's
+iteration does not go through the adapter: a fit with the 0.5 stand-in in place is the same fit.
 """
 import types
 
@@ -100,3 +101,107 @@ def test_fit_through_the_05_path_equals_04(api05, data_dir):
     assert isinstance(cm.analyze(_spd()), cm._Factor05)
     assert res05.varcomp.loc["animal", "estimate"] == pytest.approx(3.395398, rel=5e-5)
     assert res05.loglik_asreml == pytest.approx(-1247.183, abs=1e-3)
+
+
+# ---------------------------------------------------------------------------- the engine's binding
+from mvreml.chol import ORDERINGS, SupernodalFactor  # noqa: E402
+from mvreml.errors import FactorizationError, NotPositiveDefiniteError  # noqa: E402
+
+
+def _full(low):
+    return (low + sp.tril(low, -1).T).toarray()
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_binding_logdet_and_solves(ordering):
+    low = _spd(120, seed=3)
+    full = _full(low)
+    f = SupernodalFactor(low, ordering=ordering)
+    assert f.state == "symbolic"
+    f.factorize(low)
+    assert f.state == "numeric"
+    assert f.logdet() == pytest.approx(np.linalg.slogdet(full)[1], rel=1e-13)
+    b = np.random.default_rng(4).normal(size=(120, 7))
+    np.testing.assert_allclose(f.solve(b), np.linalg.solve(full, b), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(f(b[:, 0]), np.linalg.solve(full, b[:, 0]), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(f(sp.csc_matrix(b)), np.linalg.solve(full, b), rtol=1e-10, atol=1e-13)
+    assert sorted(f.P()) == list(range(120))
+    info = f.analysis()
+    assert info["lnz"] >= np.count_nonzero(np.linalg.cholesky(full[np.ix_(f.P(), f.P())])) * 0.99
+    assert info["flops"] > 0
+
+
+def test_binding_full_symmetric_input_reads_the_lower_triangle():
+    low = _spd(50, seed=5)
+    f = SupernodalFactor(sp.csc_matrix(_full(low)))
+    f.factorize(sp.csc_matrix(_full(low)))
+    assert f.logdet() == pytest.approx(np.linalg.slogdet(_full(low))[1], rel=1e-13)
+
+
+@pytest.mark.parametrize("ordering", ["amd", "natural", "metis"])
+def test_binding_failing_column_is_named_in_the_original_order(ordering):
+    """A negative pivot at original column 17: the error names 17, not its permuted position."""
+    low = _spd(60, seed=6).tolil()
+    low[17, 17] = -5.0
+    low = low.tocsc()
+    f = SupernodalFactor(low, ordering=ordering)
+    with pytest.raises(NotPositiveDefiniteError, match="equation 17 ") as err:
+        f.factorize(low)
+    assert err.value.column == 17
+    assert f.state == "failed"
+    with pytest.raises(FactorizationError, match="failed"):
+        f.solve(np.ones(60))
+    ok = _spd(60, seed=6)
+    f.factorize(ok)                    # the same factor recovers on a positive definite matrix
+    assert f.logdet() == pytest.approx(np.linalg.slogdet(_full(ok))[1], rel=1e-13)
+
+
+def test_binding_failing_column_uses_the_permutation():
+    """With a permutation that moves column 3, the reported column is still 3."""
+    low = _spd(30, seed=7).tolil()
+    low[3, 3] = -1.0
+    low = low.tocsc()
+    f = SupernodalFactor(low, ordering="amd")
+    position = int(np.flatnonzero(f.P() == 3)[0])
+    with pytest.raises(NotPositiveDefiniteError) as err:
+        f.factorize(low)
+    assert err.value.column == 3
+    assert f"position {position} " in str(err.value)
+
+
+def test_binding_guards():
+    low = sp.csc_matrix(sp.diags(np.arange(1.0, 21.0)))
+    with pytest.raises(ValueError, match="ordering"):
+        SupernodalFactor(low, ordering="nope")
+    f = SupernodalFactor(low)
+    with pytest.raises(FactorizationError, match="symbolic"):
+        f.solve(np.ones(20))                   # analysed, never factorized
+    other = low.tolil()
+    other[19, 0] = 0.5                          # a pattern that was not analysed
+    with pytest.raises(ValueError, match="not the one analysed"):
+        f.factorize(other.tocsc())
+    f.factorize(low)
+    with pytest.raises(ValueError, match="shape"):
+        f.solve(np.ones(19))
+
+
+def test_binding_copy_is_independent():
+    low = _spd(40, seed=9)
+    f = SupernodalFactor(low)
+    f.factorize(low)
+    g = f.copy()
+    f.factorize(low * 4.0)
+    assert g.logdet() == pytest.approx(np.linalg.slogdet(_full(low))[1], rel=1e-13)
+    assert f.logdet() == pytest.approx(np.linalg.slogdet(_full(low))[1] + 40 * np.log(4.0), rel=1e-13)
+
+
+def test_binding_long_indices_and_version():
+    from mvreml._core import chol
+
+    assert chol.VERSION[0] >= 3
+    f = SupernodalFactor(_spd(10))
+    sup, pi, px, s = f._f.supernodes()
+    assert sup.dtype == pi.dtype == px.dtype == s.dtype == np.int64
+    f.factorize(_spd(10))
+    x = f._f.values()
+    assert x.base is not None and not x.flags.owndata      # a view of CHOLMOD's memory

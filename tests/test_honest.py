@@ -169,12 +169,12 @@ def test_an_extreme_weight_is_named_with_its_row():
 def test_an_unreadable_factor_is_an_infeasible_point_not_a_factorization_error(monkeypatch):
     """A factorization CHOLMOD only warns about leaves a factor that cannot be read: that is C
     not numerically positive definite at that point, and the start says so."""
-    from mvreml import likelihood
+    from mvreml import chol
     from mvreml.errors import FactorizationError, StartingValueError
 
     def unreadable(*args, **kw):
-        raise FactorizationError("cannot read the Cholesky factor (was the matrix factorized?): CholmodError")
+        raise FactorizationError("no Cholesky factor to use: the factor is failed")
 
-    monkeypatch.setattr(likelihood, "SelectedInverse", unreadable)
+    monkeypatch.setattr(chol, "SupernodalInverse", unreadable)
     with pytest.raises(StartingValueError, match="mixed-model equations not numerically positive definite"):
         mvreml.fit("y1 ~ 1", random="~ Family", data=_families())

@@ -108,3 +108,65 @@ def test_em_update_of_residual_matches_complete_data_formula():
         a = design.unit_start[i]
         S += Ee[a:a + 2, a:a + 2]
     np.testing.assert_allclose(ev.em[-1], S / design.n_units, rtol=1e-8)
+
+
+def test_engine_factor_is_consumed_by_the_selected_inverse_and_results_still_read_it():
+    """The engine's factor (mvreml.chol): solves come before the selected inverse, which then
+    holds C^-1 in place of L; PEVs and the fixed-effect covariance are read from it (or from
+    solves after a refactorization) and agree with each other and with dense algebra."""
+    from mvreml.chol import SupernodalFactor
+
+    df = _data(3, n=60, traits=("y1", "y2"), missing=0.1)
+    design, blocks, model, theta = _model(df, "cbind(y1, y2) ~ trait + at(trait):sex",
+                                          "~ us(trait):A + diag(trait):B", "~ units:us(trait)")
+    ev = model.evaluate(theta)
+    assert isinstance(model.factor, SupernodalFactor) and model.factor.state == "consumed"
+    np.testing.assert_allclose(model.pev_diagonal(), model.pattern.diagonal(ev.cinv), rtol=1e-12)
+    from_inverse = model.fixed_vcov(theta=theta)
+    assert model.factor.state == "consumed"          # read from C^-1, no factorization
+    if model._fixed_positions() is None:
+        pytest.skip("fixed block not in the factor's pattern for this ordering")
+    model.evaluate(theta, derivatives=False)
+    assert model.factor.state == "numeric"
+    from_solves = model.fixed_vcov(theta=theta)
+    np.testing.assert_allclose(from_inverse, from_solves, rtol=1e-10, atol=1e-14)
+    C = model.pattern.assemble(model._pair_values(model._residual_parts(model.matrices(theta)[-1:])[0]),
+                               [np.linalg.inv(G) for G in model.matrices(theta)[:-1]])
+    dense = np.linalg.inv(C.toarray() + np.tril(C.toarray(), -1).T)
+    np.testing.assert_allclose(from_solves, dense[:design.p, :design.p], rtol=1e-9)
+
+
+def test_engine_not_positive_definite_mme_is_infeasible_naming_the_equation():
+    from mvreml.errors import FactorizationError
+    from mvreml.likelihood import Infeasible
+
+    df = _data(4, n=50)
+    design, blocks, model, theta = _model(df, "y1 ~ 1 + sex + x", "~ A + B")
+    model.evaluate(theta)
+    C = model.pattern.assemble(model._pair_values(model._residual_parts(model.matrices(theta)[-1:])[0]),
+                               [np.linalg.inv(G) for G in model.matrices(theta)[:-1]])
+    bad = C.copy()
+    k = design.p + 2                                  # an equation of the first random term
+    bad.data[bad.indptr[k]] = -1.0                    # its diagonal (sorted CSC: first in the column)
+    assert bad.indices[bad.indptr[k]] == k
+    model.factor_theta = None                         # as evaluate() does before factorizing
+    with pytest.raises(Infeasible, match=f"equation {k} "):
+        model._factorize(bad)
+    assert not model.factor.solvable
+    with pytest.raises(FactorizationError, match="no factor held"):
+        model.fixed_vcov()
+    model.evaluate(theta)                              # recovers on the same factor
+    assert model.factor.state == "consumed"
+
+
+def test_engine_default_ordering_is_amd_and_others_pass_through():
+    df = _data(5, n=50)
+    for asked, used in (("default", "amd"), ("metis", "metis"), ("nesdis", "nesdis")):
+        fs = parse_fixed("y1 ~ 1 + sex")
+        rs = parse_random("~ A + B", fs.response)
+        res = parse_residual(None, fs.response)
+        design = build_design(df, fs, rs, res)
+        model = REMLModel(design, _blocks(design, res), ordering=asked)
+        theta = np.concatenate([b.structure.from_matrix(np.eye(len(b.structure.traits))) for b in model.blocks])
+        model.evaluate(theta, derivatives=False)
+        assert model.factor.analysis()["ordering"] == used

@@ -335,3 +335,141 @@ def test_animal_model_at_scale():
                                    atol=1e-10 * cols_inv[j, q])
     print(f"\nn={n} nnz(L)={si.nnz} supernodes={si.n_supernodes} analyze={t1 - t0:.2f}s "
           f"factorize={t2 - t1:.2f}s positions={t3 - t2:.2f}s selinv={t4 - t3:.2f}s")
+
+
+# ---------------------------------------------------------------------------- supernodal, in place
+def supernodal_pattern(f):
+    """(rows, cols, positions in x) of every entry of L's pattern, permuted coordinates."""
+    sup, pi, px, s = f._f.supernodes()
+    rows, cols, pos = [], [], []
+    for j in range(sup.size - 1):
+        w, nsrow = sup[j + 1] - sup[j], pi[j + 1] - pi[j]
+        for t in range(w):
+            r = s[pi[j] + t:pi[j + 1]]
+            rows.append(r)
+            cols.append(np.full(r.size, sup[j] + t))
+            pos.append(px[j] + t * nsrow + np.arange(t, nsrow))
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(pos)
+
+
+def supernodal_factor(c, ordering="amd"):
+    from mvreml.chol import SupernodalFactor
+
+    f = SupernodalFactor(c, ordering=ordering)
+    f.factorize(c)
+    return f
+
+
+def widths(f):
+    return np.diff(f._f.supernodes()[0])
+
+
+SUPER_CASES = dict(CASES, diagonal_40=lambda: sp.diags(np.linspace(1, 3, 40), format="csc"),
+                   dense_150=lambda: sp.tril(sp.csc_matrix(np.cov(np.random.default_rng(6).normal(
+                       size=(150, 400))) + np.eye(150)), format="csc"),
+                   tiny_3=lambda: sp.tril(sp.csc_matrix(np.array([[4.0, 1, 0], [1, 3, 1], [0, 1, 2]])), format="csc"))
+
+
+@pytest.mark.parametrize("ordering", ["amd", "metis", "natural"])
+@pytest.mark.parametrize("case", sorted(SUPER_CASES))
+def test_supernodal_in_place_matches_dense_inverse(case, ordering):
+    """Every entry the in-place kernel writes over L equals numpy's inverse."""
+    from mvreml.chol import SupernodalInverse
+
+    c = SUPER_CASES[case]()
+    dense_inv = np.linalg.inv(full(c))
+    f = supernodal_factor(c, ordering)
+    r, k, pos = supernodal_pattern(f)
+    rows, cols = lower_pairs(c)
+    si = SupernodalInverse(f, rows, cols)
+    got = si.values(f)
+    assert f.state == "consumed"
+    np.testing.assert_allclose(got, dense_inv[rows, cols], rtol=1e-10, atol=1e-12 * np.abs(dense_inv).max())
+    z = f._f.values()[pos]
+    np.testing.assert_allclose(z, dense_inv[f.perm[r], f.perm[k]], rtol=1e-10,
+                               atol=1e-12 * np.abs(dense_inv).max())
+    np.testing.assert_allclose(si.diagonal(), np.diag(dense_inv), rtol=1e-10)
+
+
+def test_supernode_shapes_are_exercised():
+    """The cases above include 1 x 1 supernodes only, one big dense supernode, and a mixture."""
+    assert widths(supernodal_factor(SUPER_CASES["diagonal_40"]())).max() == 1
+    assert widths(supernodal_factor(SUPER_CASES["dense_150"]())).tolist() == [150]
+    w = widths(supernodal_factor(SUPER_CASES["animal_500x2"]()))
+    assert w.size > 10 and w.max() >= 8 and np.unique(w).size >= 2
+
+
+@pytest.mark.parametrize("case", ["random_250", "animal_500x2", "dense_rows_300"])
+def test_supernodal_equals_csc_reference_kernel(case):
+    """The supernodal kernel and the CSC kernel (the reference) agree on the same L."""
+    c = CASES[case]()
+    f = supernodal_factor(c)
+    r, k, pos = supernodal_pattern(f)
+    x = f._f.values()
+    L = sp.csc_matrix((x[pos], (r, k)), shape=c.shape)
+    L.sort_indices()
+    part = np.empty(c.shape[0] + 1, dtype=np.int64)
+    ns = kernel.supernode_partition(L.indptr, L.indices, part)
+    zx, info = np.empty_like(L.data), np.zeros(2, dtype=np.int64)
+    kernel.selinv_supernodal(L.indptr, L.indices, L.data, part[:ns + 1].copy(), zx, info)
+    assert info.tolist() == [0, 0]
+    ref = sp.csc_matrix((zx, L.indices, L.indptr), shape=c.shape).tocoo()
+    from mvreml.chol import SupernodalInverse
+
+    si = SupernodalInverse(f, f.perm[ref.row], f.perm[ref.col])
+    np.testing.assert_allclose(si.values(f), ref.data, rtol=1e-11, atol=1e-14)
+
+
+def test_buffer_mode_keeps_the_factor_and_in_place_consumes_it():
+    from mvreml.chol import SupernodalInverse
+
+    c = random_spd(200, 0.02, seed=21)
+    rows, cols = lower_pairs(c)
+    f = supernodal_factor(c)
+    b = np.arange(200.0)
+    x0 = f.solve(b)
+    kept = SupernodalInverse(f, rows, cols, in_place=False).values(f)
+    assert f.state == "numeric"
+    np.testing.assert_array_equal(f.solve(b), x0)       # L untouched
+    si = SupernodalInverse(f, rows, cols)
+    np.testing.assert_array_equal(si.values(f), kept)
+    assert f.state == "consumed"
+    with pytest.raises(FactorizationError, match="consumed"):
+        f.solve(b)
+    with pytest.raises(FactorizationError):
+        f.logdet()
+    np.testing.assert_array_equal(si.values(f), kept)   # read again, not recomputed over Z
+    f.factorize(c)                                      # refactorized: solvable, inverse gone
+    np.testing.assert_allclose(f.solve(b), x0, rtol=1e-13)
+    with pytest.raises(FactorizationError, match="current factor"):
+        si.values()
+
+
+def test_supernodal_pair_outside_pattern_and_out_of_range():
+    from mvreml.chol import SupernodalInverse
+
+    c = sp.diags(np.ones(5) * 2.0, format="csc")
+    f = supernodal_factor(c, "natural")
+    with pytest.raises(FactorizationError, match=r"outside the pattern.*\(3, 0\)"):
+        SupernodalInverse(f, [0, 3], [0, 0])
+    with pytest.raises(ValueError, match="out of range"):
+        SupernodalInverse(f, [7], [0])
+
+
+@pytest.mark.parametrize("case", ["diagonal_40", "dense_150"])
+def test_supernodal_zero_pivot_is_reported(case):
+    """A zero on L's diagonal (loops path: 1 x 1 supernodes; BLAS path: one 150-wide supernode)."""
+    from mvreml._core import supinv
+    from mvreml.chol import SupernodalInverse
+
+    c = SUPER_CASES[case]()
+    f = supernodal_factor(c)
+    si = SupernodalInverse(f, *lower_pairs(c))
+    x = f._f.values()
+    x[f._diag[7]] = 0.0
+    with pytest.raises(FactorizationError, match=f"permuted column 7 .column {f.perm[7]} of C"):
+        si.compute(f)
+    assert f.state == "consumed"           # partly overwritten: no solve may use it
+    sup, pi, px, s = f._f.supernodes()
+    assert supinv.check_structure(sup, pi, px, s, c.shape[0], x.size) == 0
+    assert supinv.check_structure(sup[::-1].copy(), pi, px, s, c.shape[0], x.size) != 0
