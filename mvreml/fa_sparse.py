@@ -396,7 +396,9 @@ class FactorREMLModel(REMLModel):
             Q = ip.residual_trace_pairs(x)
             ee = e[ip.pair_a] * e[ip.pair_b] + Q
             for rb, R0, bi in zip(self.res_blocks, mats[self.n_random:], range(self.n_random, len(self.blocks))):
-                self._residual_score(rb, ev, rstack, ee, score, F)
+                tr1, dpairs = self._residual_variates(rb, ev, rstack, F)
+                for jj in range(rb.stop - rb.start):
+                    score[rb.start + jj] = -0.5 * (tr1[jj] + dpairs[jj] @ ee)
                 em[bi] = self._residual_em(R0, rstack, ee, rb.section or 0)
         with self.timer("ai"):
             # one record per unit (a diagonal R, the MET case): R^-1 F by scaling the rows, not

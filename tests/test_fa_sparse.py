@@ -161,7 +161,10 @@ def test_fa_fit_sparse_equals_dense(monkeypatch):
         dense = mvreml.fit("y ~ site", **kw)
         monkeypatch.setattr(fs, "SPARSE_MIN_LEVELS", 2)
         sparse = mvreml.fit("y ~ site", **kw)
-    assert sparse.loglik == pytest.approx(dense.loglik, abs=1e-6)
+    # psi sit at the 1e-9 floor here, where the dense formulation's C carries 1 / psi = 1e9: its
+    # log|C| is good to ~1e-5 only (a tighter tol makes the dense fit wander by 1e-5 while the
+    # factor formulation stays put to 1e-12), so the comparison is at that level
+    assert sparse.loglik == pytest.approx(dense.loglik, abs=2e-5)
     np.testing.assert_allclose(sparse.covariance("fa(site, 2):gen"), dense.covariance("fa(site, 2):gen"),
                                atol=1e-3)
     b_s, b_d = sparse.blups["fa(site, 2):gen"], dense.blups["fa(site, 2):gen"]
