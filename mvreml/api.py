@@ -6,6 +6,7 @@ turns user inputs (init=, fix=) into parameter vectors.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from . import _threads, errors, estimable
+from . import _threads, backends, errors, estimable
 from ._timing import Timer
 from ._validate import fit_options
 from .design import Design, build_design
@@ -35,7 +36,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         weights: str | None = None, maxiter: int = 50, verbose: bool = False,
         ordering: str = "default", tol: float = 1e-7, missing_animals: str = "error",
         checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-        threads: int | None = None):
+        threads: int | None = None, backend: str = "cholmod"):
     """Fit a (multivariate) linear mixed model by AI-REML.
 
     Parameters
@@ -90,10 +91,17 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         dense blocks, where threads only wait for each other and collapse when another process
         holds a core), else the cores this process may use. Recorded in
         ``result.model["blas_threads"]``.
+    backend : {"cholmod", "mumps"}
+        The sparse solver: CHOLMOD on this process (default), or MUMPS over MPI (the extra
+        ``mvreml[mpi]``). With "mumps" every MPI rank calls ``fit`` (``mpirun -n N python
+        script.py``): rank 0 runs the iterations and returns the Result, the other ranks
+        join MUMPS's steps and return None. The iterations are the same; MUMPS's forecast of
+        memory per rank is logged after its analysis and kept in ``result.model["mumps"]``.
 
     Returns
     -------
     mvreml.Result
+        (None on the MPI ranks other than 0 with ``backend="mumps"``.)
 
     Raises
     ------
@@ -114,7 +122,12 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     rspec = parse_random(random, fspec.response)
     resid = parse_residual(residual, fspec.response)
     options["threads"] = threads
+    options["backend"] = backends.check(backend)
     label = resid.label if residual is None else residual
+    if backend != "cholmod":          # MPI: rank 0 fits, the other ranks serve its solver
+        from .backends.mpi import collective
+        return collective(lambda: _fit_warn(fspec, rspec, resid, data, init, options, (fixed, random, label),
+                                            t_start, checkpoint=checkpoint, resume=resume))
     return _fit_warn(fspec, rspec, resid, data, init, options, (fixed, random, label), t_start,
                      checkpoint=checkpoint, resume=resume)
 
@@ -161,7 +174,7 @@ def _fit_warn(fspec, rspec, resid, data, init, options, labels, t_start, *, chec
 
 def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, relmat=None, weights=None,
                 maxiter=50, verbose=False, ordering="default", tol=1e-7, missing_animals="error",
-                checkpoint=None, resume=None, threads=None):
+                checkpoint=None, resume=None, threads=None, backend="cholmod"):
     """The fit on parsed formula pieces (also used for the sub-models of init="pairwise").
 
     Returns (Result, FitState); warnings are left to the caller.
@@ -197,10 +210,11 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
                                      from_init=bool(init) and (b.name in init or "units" in init))
     fixed_mask_ = fixed_mask(blocks, fix, init, terms)
     maxiter_eff = 0 if fixed_mask_.all() else maxiter
-    model = REMLModel(design, blocks, ordering=ordering, timer=timer)
+    solver = backends.make(backend)
+    model = REMLModel(design, blocks, ordering=ordering, timer=timer, backend=solver)
     control = Control(maxiter=maxiter_eff, tol_loglik=tol, verbose=verbose)
     n_threads = _threads.choose(threads, model.pattern.n_eq)
-    with _threads.blas_threads(n_threads):
+    with _threads.blas_threads(n_threads), _closing(solver):
         try:
             state = iterate(model, theta0, fixed_mask_, scale, control, checkpoint=checkpoint, resume=resume)
         except Infeasible as exc:
@@ -212,7 +226,20 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         result = build_result(model, state, fixed, random, residual, timer=timer,
                               seconds=time.perf_counter() - t_start)
     result.model["blas_threads"] = n_threads
+    if solver is not None:
+        result.model["backend"] = solver.name
+        result.model[solver.name] = solver.memory_estimate()
     return result, state
+
+
+@contextlib.contextmanager
+def _closing(solver):
+    """A backend's processes stop with the fit, whatever ends it (no solves after it)."""
+    try:
+        yield
+    finally:
+        if solver is not None:
+            solver.close()
 
 
 def term_structure(rd) -> "Structure":

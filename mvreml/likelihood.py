@@ -75,10 +75,13 @@ class REMLModel:
         Random terms in design order, then the residual.
     ordering : str
         CHOLMOD fill-reducing ordering ("default", "amd", "metis", "nesdis", ...).
+    backend : mvreml.backends.Backend, optional
+        Another sparse solver (MUMPS) for the factorization, solves and selected inverse.
     """
 
-    def __init__(self, design: Design, blocks: list, ordering: str = "default", timer=None):
+    def __init__(self, design: Design, blocks: list, ordering: str = "default", timer=None, backend=None):
         self.design = design
+        self.backend = backend       # a mvreml.backends.Backend (MUMPS), or None: CHOLMOD below
         self.blocks = blocks
         # the residual: one block per section (dsum level), after the random terms
         self.res_blocks = [b for b in blocks if b.k is None]
@@ -143,6 +146,9 @@ class REMLModel:
         return vals * self.pair_w if weighted else vals
 
     def _factorize(self, C):
+        if self.backend is not None:     # backend hook: mvreml.backends does the whole step
+            from .backends import factorize_model
+            return factorize_model(self, self.backend, C)
         from .cholmod import CholmodError, CholmodNotPositiveDefiniteError, analyze
 
         if self.factor is None:
