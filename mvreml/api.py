@@ -115,6 +115,13 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         ``resume=`` names a file that is missing, is not a checkpoint, or was written for
         another model or other data.
     """
+    if backends.check(backend) != "cholmod":
+        from .backends import mpi
+        if not mpi.active():      # MPI: rank 0 fits (this function again), the other ranks serve it
+            return mpi.collective(lambda: fit(
+                fixed, random, residual, data=data, relmat=relmat, init=init, fix=fix, weights=weights,
+                maxiter=maxiter, verbose=verbose, ordering=ordering, tol=tol, missing_animals=missing_animals,
+                checkpoint=checkpoint, resume=resume, threads=threads, backend=backend))
     t_start = time.perf_counter()
     options = fit_options(relmat=relmat, fix=fix, weights=weights, maxiter=maxiter, verbose=verbose,
                           ordering=ordering, tol=tol, missing_animals=missing_animals)
@@ -122,12 +129,8 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     rspec = parse_random(random, fspec.response)
     resid = parse_residual(residual, fspec.response)
     options["threads"] = threads
-    options["backend"] = backends.check(backend)
+    options["backend"] = backend
     label = resid.label if residual is None else residual
-    if backend != "cholmod":          # MPI: rank 0 fits, the other ranks serve its solver
-        from .backends.mpi import collective
-        return collective(lambda: _fit_warn(fspec, rspec, resid, data, init, options, (fixed, random, label),
-                                            t_start, checkpoint=checkpoint, resume=resume))
     return _fit_warn(fspec, rspec, resid, data, init, options, (fixed, random, label), t_start,
                      checkpoint=checkpoint, resume=resume)
 

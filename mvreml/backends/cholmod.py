@@ -53,6 +53,9 @@ class CholmodBackend(Backend):
                 self._selinv = SelectedInverse(self.factor, *self._pairs)
         except (CholmodError, FactorizationError) as exc:
             raise NotPositiveDefinite(f"incomplete Cholesky factor: {exc}") from None
+        if not np.isfinite(logdet):
+            # a simplicial LDL' factor does not stop at a negative pivot: find the first one
+            raise NotPositiveDefinite(f"log|C| = {logdet}", _first_bad_pivot(self.factor))
         return logdet
 
     def solve(self, B):
@@ -73,3 +76,13 @@ class CholmodBackend(Backend):
 
     def close(self):
         self.factor = self._selinv = None
+
+
+def _first_bad_pivot(factor) -> int | None:
+    """The original-order column of the first pivot (in elimination order) that is not > 0."""
+    try:
+        d = np.asarray(factor.D())
+        bad = np.flatnonzero(~(d > 0))
+        return int(np.asarray(factor.P())[bad[0]]) if len(bad) else None
+    except Exception:            # an unreadable factor: no column to name
+        return None
