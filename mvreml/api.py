@@ -213,7 +213,7 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
                                      from_init=bool(init) and (b.name in init or "units" in init))
     fixed_mask_ = fixed_mask(blocks, fix, init, terms)
     maxiter_eff = 0 if fixed_mask_.all() else maxiter
-    solver = backends.make(backend)
+    solver = backends.make(backend, ordering)
     model = REMLModel(design, blocks, ordering=ordering, timer=timer, backend=solver)
     control = Control(maxiter=maxiter_eff, tol_loglik=tol, verbose=verbose)
     n_threads = _threads.choose(threads, model.pattern.n_eq)

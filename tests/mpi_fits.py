@@ -11,6 +11,7 @@ message) into OUT.json. Cases: the models of :data:`MODELS`, and two faults:
 - ``die``: rank 1 kills itself (SIGKILL) when the second factorization starts.
 """
 import json
+import logging
 import os
 import signal
 import sys
@@ -116,6 +117,8 @@ def main(out, cases):
     from mpi4py import MPI
 
     rank = MPI.COMM_WORLD.rank
+    if rank == 0:        # the fit's log lines (MUMPS's memory forecast among them) on stderr
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = {}
     for case in cases:
         if case == "notpd" and rank == 0:

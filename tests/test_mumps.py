@@ -67,14 +67,15 @@ def mumps_fits(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", EQUAL_CASES)
 def test_mumps_fit_equals_cholmod_fit(mumps_fits, case):
-    """Same iterations, same answer: log L and every component to 1e-8."""
+    """Same iterations, same answer: log L and every component to 1e-8 (the fixed effects, which
+    follow the components, to 1e-8 absolute: a cg effect of 0.03 moves by 8e-10 on B-S)."""
     got = mumps_fits[0][case]
     ref = mpi_fits.record(mpi_fits.fit(case, "cholmod"))
     assert got["converged"] and ref["converged"]
     assert got["iterations"] == ref["iterations"]
     assert abs(got["loglik"] - ref["loglik"]) < 1e-8
     np.testing.assert_allclose(got["varcomp"], ref["varcomp"], rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(got["fixef"], ref["fixef"], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(got["fixef"], ref["fixef"], rtol=0, atol=1e-8)
 
 
 @needs_mpi

@@ -22,10 +22,13 @@ def check(name) -> str:
     return name
 
 
-def make(name: str):
-    """The engine's backend object for `name`: None for CHOLMOD (the engine's own path)."""
+def make(name: str, ordering: str = "default"):
+    """The engine's backend object for `name`: None for CHOLMOD (the engine's own path).
+
+    `ordering` is the fit's CHOLMOD ordering; MUMPS is given the same pivot order.
+    """
     if check(name) == "cholmod":
         return None
     from .mumps import MumpsBackend
 
-    return MumpsBackend()
+    return MumpsBackend(ordering=ordering)

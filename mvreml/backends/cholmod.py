@@ -48,7 +48,8 @@ class CholmodBackend(Backend):
         except CholmodNotPositiveDefiniteError as exc:
             raise NotPositiveDefinite(str(exc), failed_column(exc)) from None
         try:
-            logdet = float(self.factor.logdet())
+            with np.errstate(invalid="ignore", divide="ignore"):     # judged below
+                logdet = float(self.factor.logdet())
             if self._selinv is None and self._pairs is not None:
                 self._selinv = SelectedInverse(self.factor, *self._pairs)
         except (CholmodError, FactorizationError) as exc:

@@ -21,6 +21,7 @@ fixed pattern, cheap beside the factorization); only its values go to the ranks.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -88,10 +89,17 @@ class MumpsCore:
 
     # -- collective steps
     def analyze(self, data):
-        """Pattern of the lower triangle of C (rank 0: (n, indices, indptr)) to MUMPS, then JOB=1."""
+        """Pattern of the lower triangle of C (rank 0: (n, indices, indptr, perm)) to MUMPS, then
+        JOB=1; `perm` is the pivot order (perm[k] = the k-th equation eliminated) or None."""
         comm = self.comm
         if comm.rank == 0:
-            n, indices, indptr = data
+            n, indices, indptr, perm = data
+            if perm is not None:
+                # ICNTL(7)=1: PERM_IN(i) = the position of equation i in the pivot order (1-based)
+                self.perm_in = np.empty(n, dtype=np.int32)
+                self.perm_in[np.asarray(perm)] = np.arange(1, n + 1, dtype=np.int32)
+                self.ctx.id.perm_in = self.perm_in.__array_interface__["data"][0]
+                self.ctx.set_icntl(7, 1)
             nnz = len(indices)
             counts = np.diff(np.linspace(0, nnz, comm.size + 1).round().astype(np.int64)).astype(np.int32)
             irn = np.asarray(indices, dtype=np.int64) + 1
@@ -194,11 +202,20 @@ class MumpsBackend(Backend):
 
     Create it on rank 0 inside :func:`mpi.session` (``fit(backend="mumps")`` does) while
     the other ranks run :func:`mpi.serve`; on one process it runs MUMPS alone.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator, optional
+        Default MPI.COMM_WORLD.
+    ordering : str
+        CHOLMOD ordering whose pivot order MUMPS is given (ICNTL(7)=1), or "mumps" for
+        MUMPS's own automatic choice (ICNTL(7)=7).
     """
 
     name = "mumps"
 
-    def __init__(self, comm=None):
+    def __init__(self, comm=None, ordering: str = "default"):
+        self.ordering = ordering
         self.comm = comm if comm is not None else mpi.world()
         if self.comm.rank != 0:
             raise RuntimeError("MumpsBackend is rank 0's; the other ranks run mvreml.backends.mpi.serve")
@@ -227,13 +244,31 @@ class MumpsBackend(Backend):
     def analyze(self, C):
         C = sp.csc_matrix(C)
         C.sort_indices()
-        est = mpi.call(self.comm, self.key, self.core, "analyze", (C.shape[0], C.indices, C.indptr))
+        perm = self._ordering(C)
+        est = mpi.call(self.comm, self.key, self.core, "analyze", (C.shape[0], C.indices, C.indptr, perm))
         self._check(est["status"], "analysis")
         est["message"] = (f"MUMPS analysis on {est['ranks']} rank(s): the factorization will need about "
                           f"{est['mb_max']} MB on the largest rank, {est['mb_total']} MB in all "
                           f"(per rank: {', '.join(str(m) for m in est['mb_per_rank'])} MB; "
                           f"{est['factor_entries']:,} entries in the factor)")
         self.estimate = est
+
+    def _ordering(self, C):
+        """The fill-reducing pivot order, from CHOLMOD's symbolic analysis (AMD / METIS, as the
+        CHOLMOD path orders), or None for MUMPS's own choice (ordering="mumps").
+
+        Debian's MUMPS is built with neither METIS nor SCOTCH: its automatic choice falls to
+        PORD, which takes minutes on a pedigree's equations that AMD orders in seconds. A
+        simplicial analysis computes the ordering and the column counts only, no factor pattern.
+        """
+        if self.ordering == "mumps":
+            return None
+        from ..cholmod import analyze
+
+        t0 = time.perf_counter()
+        perm = np.asarray(analyze(C, mode="simplicial", ordering_method=self.ordering).P())
+        log.info("ordering of the equations for MUMPS (CHOLMOD %r): %.1f s", self.ordering, time.perf_counter() - t0)
+        return perm
 
     def memory_estimate(self):
         return self.estimate
