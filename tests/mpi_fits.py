@@ -8,13 +8,16 @@ message) into OUT.json. Cases: the models of :data:`MODELS`, and two faults:
 
 - ``notpd``: C given a negative diagonal at one animal's equation (rank 0's assembly
   patched), so that the fit cannot start and must say which term and level;
-- ``die``: rank 1 kills itself (SIGKILL) when the second factorization starts.
+- ``die``: rank 1 kills itself (SIGKILL) when the second factorization starts;
+- ``hang``: rank 1 sleeps instead of joining the second factorization (run with
+  MVREML_MPI_TIMEOUT set: rank 0 must abort the run).
 """
 import json
 import logging
 import os
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -55,7 +58,7 @@ def bench_s():
 
 def model(case):
     """(fixed, dict of fit keywords) of a case."""
-    if case.startswith("gryphon") or case in ("notpd", "die"):
+    if case.startswith("gryphon") or case in ("notpd", "die", "hang"):
         g, ped = gryphon()
         kw = dict(data=g, relmat={"ped": ped}, random="~ vm(animal, ped)")
         if case == "gryphon-B":
@@ -92,7 +95,7 @@ def spoil_assembly():
     mme.MMEPattern.assemble = assemble
 
 
-def die_at_second_factorization():
+def at_second_factorization(action):
     from mvreml.backends import mumps
 
     original = mumps.MumpsCore.factorize
@@ -101,7 +104,7 @@ def die_at_second_factorization():
     def factorize(self, data):
         count[0] += 1
         if count[0] == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
+            action()
         return original(self, data)
 
     mumps.MumpsCore.factorize = factorize
@@ -124,7 +127,9 @@ def main(out, cases):
         if case == "notpd" and rank == 0:
             spoil_assembly()
         if case == "die" and rank == 1:
-            die_at_second_factorization()
+            at_second_factorization(lambda: os.kill(os.getpid(), signal.SIGKILL))
+        if case == "hang" and rank == 1:
+            at_second_factorization(lambda: time.sleep(600))
         try:
             res = fit(case, "mumps")
             if rank == 0:

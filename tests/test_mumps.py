@@ -43,10 +43,10 @@ needs_mpi = pytest.mark.skipif(MISSING is not None, reason=f"MPI not installed (
                                "installs OpenMPI, MUMPS, mpi4py and PyMUMPS")
 
 
-def mpirun(out: Path, *cases, timeout=900):
+def mpirun(out: Path, *cases, timeout=900, **env_vars):
     """tests/mpi_fits.py on RANKS ranks of localhost; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **env_vars)
     if hasattr(os, "geteuid") and os.geteuid() == 0:       # CI runs as root; Open MPI refuses by default
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     version = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout
@@ -157,6 +157,16 @@ def test_a_rank_that_dies_ends_the_run_with_a_message_on_rank_0(tmp_path):
     assert "mvreml: rank 0: the MPI runtime is ending this run" in proc.stderr
     assert "inside the MUMPS step 'factorize'" in proc.stderr
     assert not (tmp_path / "die.json").exists()
+
+
+@needs_mpi
+def test_a_rank_that_hangs_is_ended_by_the_step_timeout(tmp_path):
+    """Rank 1 never joins the second factorization: MVREML_MPI_TIMEOUT ends every rank, with
+    rank 0's message, long before the subprocess's own limit."""
+    proc = mpirun(tmp_path / "hang.json", "hang", timeout=300, MVREML_MPI_TIMEOUT="5")
+    assert proc.returncode != 0
+    assert "mvreml: rank 0: the MUMPS step 'factorize' has run 5 s (MVREML_MPI_TIMEOUT)" in proc.stderr
+    assert not (tmp_path / "hang.json").exists()
 
 
 def test_unknown_backend_is_an_argument_error():
