@@ -368,6 +368,8 @@ def _fit_and_write(args, flush) -> int:
               f"{res.iterations} iterations; files in {args.out}")
     else:
         print(cli_words(res.summary()))
+        if (res.model.get("mumps") or {}).get("message"):     # the memory MUMPS forecast per rank
+            print("\n" + res.model["mumps"]["message"])
         print("\nwritten: " + ", ".join(str(p) for p in paths))
     if not res.converged:
         print(f"mvreml: did not converge: {cli_words(res.reason)}", file=sys.stderr)

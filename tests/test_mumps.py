@@ -45,14 +45,19 @@ needs_mpi = pytest.mark.skipif(MISSING is not None, reason=f"MPI not installed (
 
 def mpirun(out: Path, *cases, timeout=900, **env_vars):
     """tests/mpi_fits.py on RANKS ranks of localhost; returns the CompletedProcess."""
+    return mpirun_program([str(SCRIPT), str(out), *cases], timeout=timeout, **env_vars)
+
+
+def mpirun_program(args, timeout=900, cwd=None, **env_vars):
+    """`python ARGS...` on RANKS ranks of localhost; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **env_vars)
     if hasattr(os, "geteuid") and os.geteuid() == 0:       # CI runs as root; Open MPI refuses by default
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     version = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout
     extra = ["--oversubscribe"] if "Open MPI" in version or "OpenRTE" in version else []
-    cmd = ["mpirun", "-n", str(RANKS), *extra, sys.executable, str(SCRIPT), str(out), *cases]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    cmd = ["mpirun", "-n", str(RANKS), *extra, sys.executable, *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +172,23 @@ def test_a_rank_that_hangs_is_ended_by_the_step_timeout(tmp_path):
     assert proc.returncode != 0
     assert "mvreml: rank 0: the MUMPS step 'factorize' has run 5 s (MVREML_MPI_TIMEOUT)" in proc.stderr
     assert not (tmp_path / "hang.json").exists()
+
+
+@needs_mpi
+def test_command_line_under_mpirun(tmp_path):
+    """`mpirun -n 2 python -m mvreml fit ... --backend mumps`: exit 0, the files, CHOLMOD's answer,
+    and MUMPS's memory forecast in the output."""
+    d = HERE / "data" / "gryphon_wam"
+    args = ["-m", "mvreml", "fit", str(d / "gryphon.csv"), "--fixed", "bwt ~ 1 + sex", "--factors", "sex",
+            "--random", "~ vm(animal, ped)", "--relmat", f"ped={d / 'gryphonped.csv'}"]
+    proc = mpirun_program(args + ["--backend", "mumps", "--out", "out"], timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MUMPS analysis on 2 rank(s): the factorization will need about" in proc.stdout
+    import pandas as pd
+
+    got = pd.read_csv(tmp_path / "out" / "varcomp.csv")
+    ref = mpi_fits.fit("gryphon-U", "cholmod").varcomp
+    np.testing.assert_allclose(got["estimate"].to_numpy(), ref["estimate"].to_numpy(), rtol=1e-8)
 
 
 def test_unknown_backend_is_an_argument_error():

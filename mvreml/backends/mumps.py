@@ -104,8 +104,6 @@ class MumpsCore:
             counts = np.diff(np.linspace(0, nnz, comm.size + 1).round().astype(np.int64)).astype(np.int32)
             irn = np.asarray(indices, dtype=np.int64) + 1
             jcn = np.repeat(np.arange(1, n + 1, dtype=np.int64), np.diff(indptr))
-            if max(n, nnz) >= np.iinfo(np.int32).max:
-                raise ValueError(f"{nnz} nonzeros: beyond PyMUMPS's 32-bit entry counts")
             irn, jcn = irn.astype(np.int32), jcn.astype(np.int32)
         else:
             n, counts, irn, jcn = None, None, None, None
@@ -207,14 +205,15 @@ class MumpsBackend(Backend):
     ----------
     comm : mpi4py communicator, optional
         Default MPI.COMM_WORLD.
-    ordering : str
-        CHOLMOD ordering whose pivot order MUMPS is given (ICNTL(7)=1), or "mumps" for
-        MUMPS's own automatic choice (ICNTL(7)=7).
+    ordering : str or array of int
+        CHOLMOD ordering whose pivot order MUMPS is given (ICNTL(7)=1), "mumps" for MUMPS's
+        own automatic choice (ICNTL(7)=7), or the pivot order itself (perm[k] = the k-th
+        equation eliminated).
     """
 
     name = "mumps"
 
-    def __init__(self, comm=None, ordering: str = "default"):
+    def __init__(self, comm=None, ordering="default"):
         self.ordering = ordering
         self.comm = comm if comm is not None else mpi.world()
         if self.comm.rank != 0:
@@ -244,6 +243,11 @@ class MumpsBackend(Backend):
     def analyze(self, C):
         C = sp.csc_matrix(C)
         C.sort_indices()
+        if C.nnz >= np.iinfo(np.int32).max:
+            from ..errors import FactorizationError
+
+            raise FactorizationError(f"the mixed-model equations have {C.nnz:,} nonzeros in their lower "
+                                     "triangle: beyond the 32-bit entry counts of PyMUMPS (NZ_loc)")
         perm = self._ordering(C)
         est = mpi.call(self.comm, self.key, self.core, "analyze", (C.shape[0], C.indices, C.indptr, perm))
         self._check(est["status"], "analysis")
@@ -254,21 +258,9 @@ class MumpsBackend(Backend):
         self.estimate = est
 
     def _ordering(self, C):
-        """The fill-reducing pivot order, from CHOLMOD's symbolic analysis (AMD / METIS, as the
-        CHOLMOD path orders), or None for MUMPS's own choice (ordering="mumps").
-
-        Debian's MUMPS is built with neither METIS nor SCOTCH: its automatic choice falls to
-        PORD, which takes minutes on a pedigree's equations that AMD orders in seconds. A
-        simplicial analysis computes the ordering and the column counts only, no factor pattern.
-        """
-        if self.ordering == "mumps":
-            return None
-        from ..cholmod import analyze
-
-        t0 = time.perf_counter()
-        perm = np.asarray(analyze(C, mode="simplicial", ordering_method=self.ordering).P())
-        log.info("ordering of the equations for MUMPS (CHOLMOD %r): %.1f s", self.ordering, time.perf_counter() - t0)
-        return perm
+        if not isinstance(self.ordering, str):
+            return np.asarray(self.ordering, dtype=np.int64)     # a pivot order given by the caller
+        return None if self.ordering == "mumps" else pivot_order(C, self.ordering)
 
     def memory_estimate(self):
         return self.estimate
@@ -345,3 +337,19 @@ def _failed_column(C) -> int | None:
     except Exception:               # the diagnosis is a courtesy: MUMPS's failure stands
         return None
     return None
+
+
+def pivot_order(C, ordering: str = "default") -> np.ndarray:
+    """The fill-reducing pivot order of C (perm[k] = the k-th equation eliminated) from CHOLMOD's
+    symbolic analysis: AMD / METIS, as the CHOLMOD path orders.
+
+    Debian's MUMPS is built with neither METIS nor SCOTCH: its automatic choice falls to PORD,
+    which takes minutes on a pedigree's equations that AMD orders in seconds. A simplicial
+    analysis computes the ordering and the column counts only, no factor pattern.
+    """
+    from ..cholmod import analyze
+
+    t0 = time.perf_counter()
+    perm = np.asarray(analyze(C, mode="simplicial", ordering_method=ordering).P())
+    log.info("ordering of the equations for MUMPS (CHOLMOD %r): %.1f s", ordering, time.perf_counter() - t0)
+    return perm
