@@ -7,7 +7,7 @@ an object created by an earlier command). Large arrays go by ``Scatterv`` inside
 
 Ending, whatever happens:
 
-- rank 0 leaves :func:`session` (normally or by an exception) by broadcasting ``stop``: the
+- rank 0 leaves :func:`session` (normally or by an exception) by sending ``stop``: the
   serving ranks return and the fit raises on rank 0 only;
 - an exception inside a serving rank, or an uncaught one on any rank while a session is
   open, prints ``mvreml: rank k: ...`` and calls ``MPI_Abort`` (every rank ends);

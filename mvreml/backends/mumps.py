@@ -272,6 +272,10 @@ class MumpsBackend(Backend):
         out = mpi.call(self.comm, self.key, self.core, "factorize", np.ascontiguousarray(C.data, dtype=float))
         self.last = out
         status = out["status"]
+        if status >= 0 and self.estimate is not None and "mb_used_per_rank" not in self.estimate:
+            # INFO(16): what the first factorization took, beside the analysis's forecast
+            self.estimate["mb_used_per_rank"] = out["mb_per_rank"]
+            log.info("MUMPS factorization: %s MB per rank", ", ".join(str(m) for m in out["mb_per_rank"]))
         if status == -10 or (status >= 0 and (out["negative"] > 0 or out["mantissa"] <= 0)):
             raise NotPositiveDefinite(f"{out['negative']} negative pivot(s), INFOG(1) = {status}",
                                       _failed_column(C))
