@@ -157,8 +157,8 @@ def markdown(records: list) -> str:
             "per rank (MB) | load |", "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         if "error" in r:
-            rows.append(f"| {r['key']} | {r['backend']} | {r['ranks']} | failed: "
-                        f"{r['error'].strip().splitlines()[-1][:120]} | | | | | |")
+            last = (r["error"].strip().splitlines() or ["(no output: killed)"])[-1][:120]
+            rows.append(f"| {r['key']} | {r['backend']} | {r['ranks']} | failed: {last} | | | | | |")
             continue
         est = r.get("mumps") or {}
         fc = ", ".join(str(m) for m in est.get("mb_per_rank", [])) or "-"
