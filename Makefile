@@ -8,12 +8,17 @@ PYTHON ?= python3
 # (on the reference BLAS CHOLMOD's supernodal factorization is 2-3x slower).
 APT_PKGS := libsuitesparse-dev libopenblas0-pthread python3-venv python3-dev gcc g++ make
 
-.PHONY: demo test test-all bench setup sysdeps venv build clean
+# MPI (optional: fit(backend="mumps")): MUMPS, OpenMPI and its launcher; the Python side is
+# the extra mvreml[mpi] of pyproject.toml (mpi4py, PyMUMPS, built against these headers).
+MPI_APT_PKGS := libmumps-dev libopenmpi-dev openmpi-bin
+
+.PHONY: demo test test-all bench setup sysdeps apt venv build clean mpi
 
 demo: setup
 	$(VENV)/bin/mvreml demo
 
-test: setup
+# the tests include the MUMPS fits under mpirun: the MPI set-up is part of the test set-up
+test: setup mpi
 	$(PY) -m pytest -q tests
 
 bench: setup
@@ -22,7 +27,11 @@ bench: setup
 setup: sysdeps $(VENV)/.installed
 
 sysdeps:
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_PKGS)"
+
+# the packages of PKGS that dpkg does not know, installed by apt-get (sudo unless root)
+apt:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -42,6 +51,15 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py $(wildcard mvreml
 	echo "SuiteSparse $$ver -> $$spec (mvreml/cholmod.py adapts to either API)"; \
 	$(PIP) install -q $$iso "$$spec"
 	$(PIP) install -q --no-build-isolation -e ".[test,plot,dask]"   # dask: tests/test_many.py runs on it
+	touch $@
+
+# MUMPS over MPI: the Debian packages, then the extra's Python packages. PyMUMPS builds
+# from source against libmumps-dev (scikit-build-core, in pip's own build environment).
+mpi: setup $(VENV)/.mpi
+
+$(VENV)/.mpi: pyproject.toml
+	@$(MAKE) --no-print-directory apt PKGS="$(MPI_APT_PKGS)"
+	$(PIP) install -q $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['mpi']))")
 	touch $@
 
 build: setup

@@ -6,6 +6,7 @@ turns user inputs (init=, fix=) into parameter vectors.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import _threads, estimable, fa_sparse
+from . import _threads, backends, estimable, fa_sparse
 from ._fitrun import fix_mask, run, warn_fit
 from ._timing import Timer
 from ._validate import fit_options
@@ -22,7 +23,7 @@ from ._workspace import labels as component_labels
 from .design import Design, build_design
 from .errors import ModelError, StartingValueError
 from .formula import parse_fixed, parse_random, parse_residual
-from .likelihood import ParamBlock
+from .likelihood import ParamBlock, REMLModel
 from .report import build_result
 from .start import check_traits, pairwise_init, phenotypic_covariance, starting_values, unit_residuals
 from .lattice import Lattice
@@ -36,7 +37,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         weights: str | None = None, maxiter: int = 50, verbose: bool = False,
         ordering: str = "default", tol: float = 1e-7, missing_animals: str = "error",
         checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-        threads: int | None = None, constraints=None):
+        threads: int | None = None, constraints=None, backend: str = "cholmod"):
     """Fit a (multivariate) linear mixed model by AI-REML.
 
     Parameters
@@ -103,10 +104,17 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         set from a group's first are reported with bound "C" (asreml's code), all share the
         group's standard error (times their ratio);
         ``result.model["n_varparams"]`` counts a group once. See :mod:`mvreml.constraints`.
+    backend : {"cholmod", "mumps"}
+        The sparse solver: CHOLMOD on this process (default), or MUMPS over MPI (the extra
+        ``mvreml[mpi]``). With "mumps" every MPI rank calls ``fit`` (``mpirun -n N python
+        script.py``): rank 0 runs the iterations and returns the Result, the other ranks
+        join MUMPS's steps and return None. The iterations are the same; MUMPS's forecast of
+        memory per rank is logged after its analysis and kept in ``result.model["mumps"]``.
 
     Returns
     -------
     mvreml.Result
+        (None on the MPI ranks other than 0 with ``backend="mumps"``.)
 
     Raises
     ------
@@ -120,6 +128,13 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         ``resume=`` names a file that is missing, is not a checkpoint, or was written for
         another model or other data.
     """
+    if backends.check(backend) != "cholmod":
+        from .backends import mpi
+        if not mpi.active():      # MPI: rank 0 fits (this function again), the other ranks serve it
+            return mpi.collective(lambda: fit(
+                fixed, random, residual, data=data, relmat=relmat, init=init, fix=fix, weights=weights,
+                maxiter=maxiter, verbose=verbose, ordering=ordering, tol=tol, missing_animals=missing_animals,
+                checkpoint=checkpoint, resume=resume, threads=threads, backend=backend))
     t_start = time.perf_counter()
     options = fit_options(relmat=relmat, fix=fix, weights=weights, maxiter=maxiter, verbose=verbose,
                           ordering=ordering, tol=tol, missing_animals=missing_animals)
@@ -128,6 +143,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     resid = parse_residual(residual, fspec.response)
     options["threads"] = threads
     options["constraints"] = constraints
+    options["backend"] = backend
     label = resid.label if residual is None else residual
     return _fit_warn(fspec, rspec, resid, data, init, options, (fixed, random, label), t_start,
                      checkpoint=checkpoint, resume=resume)
@@ -169,7 +185,7 @@ def _fit_warn(fspec, rspec, resid, data, init, options, labels, t_start, *, chec
 
 def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, relmat=None, weights=None,
                 maxiter=50, verbose=False, ordering="default", tol=1e-7, missing_animals="error",
-                checkpoint=None, resume=None, threads=None, constraints=None):
+                checkpoint=None, resume=None, threads=None, constraints=None, backend="cholmod"):
     """The fit on parsed formula pieces (also used for the sub-models of init="pairwise").
 
     Returns (Result, FitState); warnings are left to the caller.
@@ -202,20 +218,37 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         if b.k is None:     # every residual section
             estimable.scale_residual(b, theta0, scale, estimable.residual_weight_scale(design, weights),
                                      from_init=bool(init) and (b.name in init or "units" in init))
-    model = fa_sparse.make_model(design, blocks, ordering=ordering, timer=timer)
+    solver = backends.make(backend, ordering)
+    if solver is None:
+        model = fa_sparse.make_model(design, blocks, ordering=ordering, timer=timer)
+    else:   # MUMPS: the dense formulation of every term (the factor formulation is CHOLMOD's)
+        model = REMLModel(design, blocks, ordering=ordering, timer=timer, backend=solver)
     given = np.zeros(len(theta0), bool)
     for b in blocks:
         given[b.slice] = bool(init) and (b.name in init or (b.k is None and "units" in init))
     mask = fix_mask(blocks, component_labels(model), fix, given, error=ModelError)
     n_threads = _threads.choose(threads, model.pattern.n_eq)
-    with _threads.blas_threads(n_threads):
+    with _threads.blas_threads(n_threads), _closing(solver):
         state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
                     constraints=constraints, checkpoint=checkpoint, resume=resume)
         fixed, random, residual = labels or (None, None, resid.label)
         result = build_result(fa_sparse.result_model(model), state, fixed, random, residual, timer=timer,
                               seconds=time.perf_counter() - t_start)
     result.model["blas_threads"] = n_threads
+    if solver is not None:
+        result.model["backend"] = solver.name
+        result.model[solver.name] = solver.memory_estimate()
     return result, state
+
+
+@contextlib.contextmanager
+def _closing(solver):
+    """A backend's processes stop with the fit, whatever ends it (no solves after it)."""
+    try:
+        yield
+    finally:
+        if solver is not None:
+            solver.close()
 
 
 def term_structure(rd) -> "Structure":

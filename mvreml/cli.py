@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--maxiter", type=int, default=50, help="maximum number of iterations (default 50)")
     f.add_argument("--threads", type=int, default=None,
                    help="BLAS threads (default: 1 for small models, the available cores for large ones)")
+    f.add_argument("--backend", choices=("cholmod", "mumps"), default="cholmod",
+                   help="sparse solver: CHOLMOD (default) or MUMPS over MPI (mpirun -n N mvreml fit ... "
+                        "--backend mumps; needs the mvreml[mpi] extra)")
     f.add_argument("--checkpoint", metavar="FILE", help="write the iteration state to FILE after every iterate")
     f.add_argument("--resume", metavar="FILE", help="continue an interrupted fit from its --checkpoint FILE")
     f.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
@@ -350,7 +353,7 @@ def _fit_and_write(args, flush) -> int:
         res = fit(args.fixed, random=args.random, residual=args.residual, data=data, relmat=relmat or None,
                   init=init, fix=args.fix or None, weights=args.weights, maxiter=args.maxiter,
                   missing_animals=args.missing_animals, checkpoint=args.checkpoint, resume=args.resume,
-                  threads=args.threads)
+                  threads=args.threads, backend=args.backend)
     except FactorizationError as exc:
         flush()
         print(f"mvreml: the fit failed: {cli_words(exc)}", file=sys.stderr)
@@ -365,6 +368,8 @@ def _fit_and_write(args, flush) -> int:
               f"{res.iterations} iterations; files in {args.out}")
     else:
         print(cli_words(res.summary()))
+        if (res.model.get("mumps") or {}).get("message"):     # the memory MUMPS forecast per rank
+            print("\n" + res.model["mumps"]["message"])
         print("\nwritten: " + ", ".join(str(p) for p in paths))
     if not res.converged:
         print(f"mvreml: did not converge: {cli_words(res.reason)}", file=sys.stderr)
@@ -420,6 +425,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)          # bad arguments: argparse prints usage and exits 2
     if args.command == "fit":
         _data_argument(args, parser)
+    if args.command == "fit" and args.backend != "cholmod":
+        from .backends import mpi           # MPI: the ranks other than 0 only serve rank 0's solver
+        try:
+            comm = mpi.world()
+        except MvremlError as exc:
+            print(f"mvreml: error: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        if comm.rank != 0:
+            mpi.serve(comm)
+            return EXIT_OK
+        with mpi.session(comm):             # whatever rank 0 does, the others are released
+            return _main(args)
+    return _main(args)
+
+
+def _main(args) -> int:
+    from .errors import MvremlError
+
     # the demo's eight fits would flood stderr with iteration logs: only warnings there
     handler = _configure_logging(args.command == "demo" or args.quiet)
     try:

@@ -83,13 +83,16 @@ class REMLModel:
         AMD: CHOLMOD's own default (AMD, then METIS too when AMD's fill is high, the better one
         kept) kept AMD's factor on every benchmark problem (U/B/T-M, U-L: the same nnz(L)) and
         spent 15-90 % more on the analysis for the METIS attempt (benchmarks/RESULTS.md).
+    backend : mvreml.backends.Backend, optional
+        Another sparse solver (MUMPS) for the factorization, solves and selected inverse.
     """
 
     #: the selected inverse overwrites the factor (mvreml.chol), so the AI solves come before it
     selinv_in_place = True
 
-    def __init__(self, design: Design, blocks: list, ordering: str = "default", timer=None):
+    def __init__(self, design: Design, blocks: list, ordering: str = "default", timer=None, backend=None):
         self.design = design
+        self.backend = backend       # a mvreml.backends.Backend (MUMPS), or None: CHOLMOD below
         self.blocks = blocks
         # the residual: one block per section (dsum level), after the random terms
         self.res_blocks = [b for b in blocks if b.k is None]
@@ -155,6 +158,9 @@ class REMLModel:
         return vals * self.pair_w if weighted else vals
 
     def _factorize(self, C):
+        if self.backend is not None:     # backend hook: mvreml.backends does the whole step
+            from .backends import factorize_model
+            return factorize_model(self, self.backend, C)
         from .chol import SupernodalFactor, SupernodalInverse
 
         if self.factor is None:

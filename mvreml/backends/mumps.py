@@ -1,0 +1,359 @@
+"""MUMPS over MPI (PyMUMPS + mpi4py) behind the :class:`~.base.Backend` interface.
+
+What the engine needs, in MUMPS's terms (MUMPS 5.5 user guide), for C symmetric positive
+definite (``SYM=1``, no pivoting; the host works too, ``PAR=1``):
+
+- the analysis once (``JOB=1``): ordering and symbolic factorization. Its forecasts of
+  memory, ``INFO(15)`` on every rank (MB for the in-core factorization) and ``INFOG(16)`` /
+  ``INFOG(17)`` (their maximum and sum), are logged before any factorization;
+- the numeric factorization at each iterate (``JOB=2``) on the entries distributed over the
+  ranks (``ICNTL(18)=3``: rank r gives MUMPS a contiguous share of the lower triangle of C,
+  i.e. whole and partial columns, sent by ``Scatterv``), with the determinant
+  (``ICNTL(33)=1``: det = RINFOG(12) * 2^INFOG(34)) and the count of negative pivots
+  (``INFOG(12)``, > 0 when C is not positive definite);
+- solves with a dense right-hand side on the host (``JOB=3``);
+- entries of C^-1 on the pattern of C (``ICNTL(30)=1``: A^-1 at a sparse right-hand-side
+  pattern given column by column in ``IRHS_PTR`` / ``IRHS_SPARSE``, values in ``RHS_SPARSE``).
+
+The matrix is assembled on rank 0 (the engine's assembly is two sparse mat-vecs into C's
+fixed pattern, cheap beside the factorization); only its values go to the ranks.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import mpi
+from .base import Backend, NotPositiveDefinite, as_dense_rhs
+
+log = logging.getLogger("mvreml")
+
+__all__ = ["MumpsBackend", "MumpsCore"]
+
+_LOG2 = np.log(2.0)
+# MUMPS errors that more workspace cures (INFO(1) = -8, -9: main workspace too small,
+# -14, -15: integer / real workspace, -17, -20: buffers): ICNTL(14) doubled, at most 4 times
+_WORKSPACE_ERRORS = (-8, -9, -14, -15, -17, -20)
+#: the largest C the MUMPS backend hands to a CHOLMOD factorization to find the failing column
+DIAGNOSE_MAX_EQUATIONS = 200_000
+
+
+class MumpsCore:
+    """One MUMPS instance, present on every rank; each method is a collective step.
+
+    Rank 0 passes the data (``data`` argument), the other ranks None: :func:`mpi.serve`
+    calls the same methods there, in the same order.
+    """
+
+    def __init__(self, comm):
+        import mumps
+
+        self.comm = comm
+        self.ctx = mumps.DMumpsContext(par=1, sym=1, comm=comm)
+        self.ctx.set_silent()
+        self.ctx.set_icntl(18, 3)       # distributed assembled entries
+        self.ctx.set_icntl(33, 1)       # the determinant
+        self.counts = None
+        self.a_loc = None
+        self.n = 0
+        self._sel = None
+
+    # -- helpers
+    def _scatter(self, full, dtype):
+        """Rank r's contiguous share of `full` (rank 0's array), by self.counts."""
+        comm = self.comm
+        out = np.empty(int(self.counts[comm.rank]), dtype=dtype)
+        if comm.size == 1:
+            out[:] = full
+            return out
+        from mpi4py import MPI
+
+        mpitype = MPI.INT if dtype == np.int32 else MPI.DOUBLE
+        send = None
+        if comm.rank == 0:
+            displ = np.concatenate([[0], np.cumsum(self.counts[:-1])])
+            send = [np.ascontiguousarray(full, dtype=dtype), self.counts, displ, mpitype]
+        comm.Scatterv(send, [out, mpitype], root=0)
+        return out
+
+    def _run(self, job: int) -> int:
+        """ctx.run(job); returns INFOG(1) (0, a warning > 0, or an error < 0), the same on every rank."""
+        try:
+            self.ctx.run(job=job)
+        except RuntimeError:         # PyMUMPS raises on INFOG(1) < 0, on every rank alike
+            pass
+        return int(self.ctx.get_infog(1))
+
+    # -- collective steps
+    def analyze(self, data):
+        """Pattern of the lower triangle of C (rank 0: (n, indices, indptr, perm)) to MUMPS, then
+        JOB=1; `perm` is the pivot order (perm[k] = the k-th equation eliminated) or None."""
+        comm = self.comm
+        if comm.rank == 0:
+            n, indices, indptr, perm = data
+            if perm is not None:
+                # ICNTL(7)=1: PERM_IN(i) = the position of equation i in the pivot order (1-based)
+                self.perm_in = np.empty(n, dtype=np.int32)
+                self.perm_in[np.asarray(perm)] = np.arange(1, n + 1, dtype=np.int32)
+                self.ctx.id.perm_in = self.perm_in.__array_interface__["data"][0]
+                self.ctx.set_icntl(7, 1)
+            nnz = len(indices)
+            counts = np.diff(np.linspace(0, nnz, comm.size + 1).round().astype(np.int64)).astype(np.int32)
+            irn = np.asarray(indices, dtype=np.int64) + 1
+            jcn = np.repeat(np.arange(1, n + 1, dtype=np.int64), np.diff(indptr))
+            irn, jcn = irn.astype(np.int32), jcn.astype(np.int32)
+        else:
+            n, counts, irn, jcn = None, None, None, None
+        self.n = comm.bcast(n, root=0)
+        self.counts = comm.bcast(counts, root=0)
+        self.irn_loc = self._scatter(irn, np.int32)
+        self.jcn_loc = self._scatter(jcn, np.int32)
+        self.a_loc = np.zeros(len(self.irn_loc))
+        self.ctx.set_shape(self.n)
+        self.ctx.set_distributed_assembled_rows_cols(self.irn_loc, self.jcn_loc)
+        self.ctx.set_distributed_assembled_values(self.a_loc)
+        status = self._run(1)
+        mine = np.array([self.ctx.get_info(15), self.ctx.get_info(17)], dtype=np.int64)
+        per_rank = comm.gather(mine, root=0)
+        if comm.rank != 0:
+            return None
+        return dict(status=status, info2=int(self.ctx.get_infog(2)), ranks=comm.size,
+                    mb_per_rank=[int(x[0]) for x in per_rank], mb_per_rank_ooc=[int(x[1]) for x in per_rank],
+                    mb_max=int(self.ctx.get_infog(16)), mb_total=int(self.ctx.get_infog(17)),
+                    factor_entries=_infog_count(self.ctx, 20))
+
+    def factorize(self, data):
+        """Values of C's lower triangle (rank 0: C.data in pattern order) to the ranks, then JOB=2."""
+        self.a_loc[:] = self._scatter(data, np.float64)
+        for _ in range(5):
+            status = self._run(2)
+            if status not in _WORKSPACE_ERRORS:
+                break
+            self.ctx.set_icntl(14, max(2 * self.ctx.get_icntl(14), 40))
+        mine = np.array([self.ctx.get_info(16)], dtype=np.int64)
+        per_rank = self.comm.gather(mine, root=0)
+        if self.comm.rank != 0:
+            return None
+        return dict(status=status, info2=int(self.ctx.get_infog(2)), negative=int(self.ctx.get_infog(12)),
+                    mantissa=float(self.ctx.get_rinfog(12)), exponent=int(self.ctx.get_infog(34)),
+                    mb_per_rank=[int(x[0]) for x in per_rank])
+
+    def solve(self, rhs):
+        """C^-1 rhs, rhs (n, k) Fortran-ordered on rank 0, overwritten there; JOB=3."""
+        if self.comm.rank == 0:
+            self.ctx.id.nrhs = rhs.shape[1]
+            self.ctx.id.lrhs = self.n
+            self._rhs = rhs            # MUMPS holds the address: keep the array alive
+            self.ctx.id.rhs = rhs.__array_interface__["data"][0]
+        status = self._run(3)
+        return status if self.comm.rank == 0 else None
+
+    def selected(self, pattern):
+        """C^-1 at a pattern (rank 0: (indptr, indices) 0-based CSC, kept after the first call); JOB=3."""
+        ctx = self.ctx
+        if self.comm.rank == 0:
+            if pattern is not None:
+                ptr, idx = pattern
+                self._sel = (np.asarray(ptr, dtype=np.int32) + 1, np.asarray(idx, dtype=np.int32) + 1,
+                             np.zeros(len(idx)))
+            ptr, idx, vals = self._sel
+            ctx.id.nz_rhs = len(idx)
+            ctx.id.nrhs = self.n
+            ctx.id.lrhs = self.n
+            ctx.id.irhs_ptr = ptr.__array_interface__["data"][0]
+            ctx.id.irhs_sparse = idx.__array_interface__["data"][0]
+            ctx.id.rhs_sparse = vals.__array_interface__["data"][0]
+        ctx.set_icntl(30, 1)
+        try:
+            status = self._run(3)
+        finally:
+            ctx.set_icntl(30, 0)
+        return (status, self._sel[2]) if self.comm.rank == 0 else None
+
+    def close(self):
+        """Free MUMPS's instance (JOB=-2: collective, every rank at once)."""
+        if self.ctx is not None and not self.ctx.destroyed:
+            self.ctx.destroy()
+        self.ctx = None
+
+    def abandon(self):
+        """Drop the instance without MUMPS's collective JOB=-2 (the other ranks are gone)."""
+        if self.ctx is not None:
+            self.ctx.id = None
+        self.ctx = None
+
+
+mpi.FACTORIES["mumps"] = MumpsCore
+
+
+def _infog_count(ctx, i: int) -> int:
+    """An INFOG count that MUMPS gives negated in millions when it exceeds 2^31."""
+    v = int(ctx.get_infog(i))
+    return v if v >= 0 else -v * 1_000_000
+
+
+class MumpsBackend(Backend):
+    """Rank 0's handle of a MUMPS instance spread over MPI.COMM_WORLD.
+
+    Create it on rank 0 inside :func:`mpi.session` (``fit(backend="mumps")`` does) while
+    the other ranks run :func:`mpi.serve`; on one process it runs MUMPS alone.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator, optional
+        Default MPI.COMM_WORLD.
+    ordering : str or array of int
+        CHOLMOD ordering whose pivot order MUMPS is given (ICNTL(7)=1), "mumps" for MUMPS's
+        own automatic choice (ICNTL(7)=7), or the pivot order itself (perm[k] = the k-th
+        equation eliminated).
+    """
+
+    name = "mumps"
+
+    def __init__(self, comm=None, ordering="default"):
+        self.ordering = ordering
+        self.comm = comm if comm is not None else mpi.world()
+        if self.comm.rank != 0:
+            raise RuntimeError("MumpsBackend is rank 0's; the other ranks run mvreml.backends.mpi.serve")
+        self.key, self.core = mpi.new_object(self.comm, "mumps")
+        self.estimate = None
+        self.last = None
+        self._pattern = None
+        self._perm = None
+        self._C = None
+
+    def _live(self):
+        if self.core is None or self.core.ctx is None:
+            from ..errors import FactorizationError
+
+            raise FactorizationError("the MUMPS instance of this fit has ended with the fit (its MPI ranks "
+                                     "have moved on): solves after the fit need backend='cholmod'")
+        return self.core
+
+    def _check(self, status: int, step: str) -> None:
+        if status < 0:
+            from ..errors import FactorizationError
+
+            raise FactorizationError(f"MUMPS {step} failed: INFOG(1) = {status}, INFOG(2) = "
+                                     f"{self.core.ctx.get_infog(2)} (see the MUMPS user guide, section 8)")
+
+    def analyze(self, C):
+        C = sp.csc_matrix(C)
+        C.sort_indices()
+        if C.nnz >= np.iinfo(np.int32).max:
+            from ..errors import FactorizationError
+
+            raise FactorizationError(f"the mixed-model equations have {C.nnz:,} nonzeros in their lower "
+                                     "triangle: beyond the 32-bit entry counts of PyMUMPS (NZ_loc)")
+        perm = self._ordering(C)
+        est = mpi.call(self.comm, self.key, self.core, "analyze", (C.shape[0], C.indices, C.indptr, perm))
+        self._check(est["status"], "analysis")
+        est["message"] = (f"MUMPS analysis on {est['ranks']} rank(s): the factorization will need about "
+                          f"{est['mb_max']} MB on the largest rank, {est['mb_total']} MB in all "
+                          f"(per rank: {', '.join(str(m) for m in est['mb_per_rank'])} MB; "
+                          f"{est['factor_entries']:,} entries in the factor)")
+        self.estimate = est
+
+    def _ordering(self, C):
+        if not isinstance(self.ordering, str):
+            return np.asarray(self.ordering, dtype=np.int64)     # a pivot order given by the caller
+        return None if self.ordering == "mumps" else pivot_order(C, self.ordering)
+
+    def memory_estimate(self):
+        return self.estimate
+
+    def factorize(self, C) -> float:
+        self._live()
+        C = sp.csc_matrix(C)
+        C.sort_indices()
+        out = mpi.call(self.comm, self.key, self.core, "factorize", np.ascontiguousarray(C.data, dtype=float))
+        self.last = out
+        status = out["status"]
+        if status >= 0 and self.estimate is not None and "mb_used_per_rank" not in self.estimate:
+            # INFO(16): what the first factorization took, beside the analysis's forecast
+            self.estimate["mb_used_per_rank"] = out["mb_per_rank"]
+            log.info("MUMPS factorization: %s MB per rank", ", ".join(str(m) for m in out["mb_per_rank"]))
+        if status == -10 or (status >= 0 and (out["negative"] > 0 or out["mantissa"] <= 0)):
+            raise NotPositiveDefinite(f"{out['negative']} negative pivot(s), INFOG(1) = {status}",
+                                      _failed_column(C))
+        self._check(status, "factorization")
+        return float(np.log(out["mantissa"]) + out["exponent"] * _LOG2)
+
+    def solve(self, B):
+        X, vector = as_dense_rhs(B, self._live().n)
+        if X.shape[1]:
+            self._check(mpi.call(self.comm, self.key, self.core, "solve", X), "solve")
+        return X.ravel() if vector else X
+
+    def set_pattern(self, rows, cols):
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        n = self.core.n
+        # column by column (MUMPS's sparse right-hand side); remember where each pair went
+        order = np.lexsort((rows, cols))
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n))])
+        self._pattern = (ptr, rows[order])
+        self._perm = np.empty_like(order)
+        self._perm[order] = np.arange(len(order))
+        self._fresh = True
+
+    def selected_inverse(self):
+        self._live()
+        pattern = self._pattern if self._fresh else None
+        status, vals = mpi.call(self.comm, self.key, self.core, "selected", pattern)
+        self._fresh = False
+        self._check(status, "selected inversion (ICNTL(30))")
+        return vals[self._perm].copy()
+
+    def close(self):
+        if self.core is not None:
+            if mpi.active() or self.comm.size == 1:
+                mpi.delete(self.comm, self.key, self.core)
+            else:
+                self.core.abandon()
+            self.core = None
+
+
+def _failed_column(C) -> int | None:
+    """The equation at which C stops being positive definite, as CHOLMOD would name it.
+
+    MUMPS counts the negative pivots but does not say where they are. A non-positive diagonal
+    entry names itself; otherwise, for C of moderate order, a CHOLMOD factorization of C on
+    rank 0 finds the column (only after MUMPS failed: it costs one sequential factorization).
+    """
+    d = C.diagonal()
+    bad = np.flatnonzero(~(d > 0))
+    if len(bad):
+        return int(bad[0])
+    if C.shape[0] > DIAGNOSE_MAX_EQUATIONS:
+        return None
+    from .cholmod import CholmodBackend
+
+    diag = CholmodBackend()
+    try:
+        diag.analyze(C)
+        diag.factorize(C)
+    except NotPositiveDefinite as exc:
+        return exc.column
+    except Exception:               # the diagnosis is a courtesy: MUMPS's failure stands
+        return None
+    return None
+
+
+def pivot_order(C, ordering: str = "default") -> np.ndarray:
+    """The fill-reducing pivot order of C (perm[k] = the k-th equation eliminated) from CHOLMOD's
+    symbolic analysis: AMD / METIS, as the CHOLMOD path orders.
+
+    Debian's MUMPS is built with neither METIS nor SCOTCH: its automatic choice falls to PORD,
+    which takes minutes on a pedigree's equations that AMD orders in seconds. A simplicial
+    analysis computes the ordering and the column counts only, no factor pattern.
+    """
+    from ..cholmod import analyze
+
+    t0 = time.perf_counter()
+    perm = np.asarray(analyze(C, mode="simplicial", ordering_method=ordering).P())
+    log.info("ordering of the equations for MUMPS (CHOLMOD %r): %.1f s", ordering, time.perf_counter() - t0)
+    return perm

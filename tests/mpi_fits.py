@@ -1,0 +1,144 @@
+"""Fits with backend="mumps", run by tests/test_mumps.py under ``mpirun -n N``.
+
+    mpirun -n 2 python tests/mpi_fits.py OUT.json CASE [CASE ...]
+
+Every rank calls the same ``mvreml.fit`` (rank 0 fits, the others serve MUMPS); rank 0 writes,
+per case, log L, the variance components and the fixed effects (or the error's type and
+message) into OUT.json. Cases: the models of :data:`MODELS`, and two faults:
+
+- ``notpd``: C given a negative diagonal at one animal's equation (rank 0's assembly
+  patched), so that the fit cannot start and must say which term and level;
+- ``die``: rank 1 kills itself (SIGKILL) when the second factorization starts;
+- ``hang``: rank 1 sleeps instead of joining the second factorization (run with
+  MVREML_MPI_TIMEOUT set: rank 0 must abort the run).
+"""
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import mvreml  # noqa: E402
+from mvreml.errors import MvremlError  # noqa: E402
+
+BENCH = dict(
+    U=dict(fixed="y1 ~ 1 + sex + cg", random="~ vm(animal, ped)", residual=None),
+    B=dict(fixed="cbind(y1, y2) ~ trait + at(trait):sex + at(trait):cg", random="~ us(trait):vm(animal, ped)",
+           residual="~ units:us(trait)"),
+)
+#: the level whose equation the `notpd` case spoils, and the term it belongs to
+NOTPD_LEVEL = "1005"
+
+
+def gryphon():
+    d = HERE / "data" / "gryphon_wam"
+    ped = mvreml.Pedigree(pd.read_csv(d / "gryphonped.csv"))
+    g = pd.read_csv(d / "gryphon.csv")
+    g["sex"] = g["sex"].astype(str)
+    return g, ped
+
+
+def bench_s():
+    d = HERE / "data" / "bench_S"
+    ped = pd.read_csv(d / "pedigree.csv.gz")
+    data = pd.read_csv(d / "data.csv.gz")
+    for col in ("sex", "cg"):
+        data[col] = data[col].astype(str).astype("category")
+    return mvreml.Pedigree(ped, allow_sire_dam=True), data
+
+
+def model(case):
+    """(fixed, dict of fit keywords) of a case."""
+    if case.startswith("gryphon") or case in ("notpd", "die", "hang"):
+        g, ped = gryphon()
+        kw = dict(data=g, relmat={"ped": ped}, random="~ vm(animal, ped)")
+        if case == "gryphon-B":
+            kw.update(random="~ us(trait):vm(animal, ped)", residual="~ units:us(trait)")
+            return "cbind(bwt, tarsus) ~ trait + at(trait):sex", kw
+        return "bwt ~ 1 + sex", kw
+    size = case.split("-")[1]
+    assert size == "S", case
+    ped, data = bench_s()
+    spec = BENCH[case.split("-")[0]]
+    return spec["fixed"], dict(data=data, relmat={"ped": ped}, random=spec["random"], residual=spec["residual"])
+
+
+def fit(case, backend):
+    fixed, kw = model(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mvreml.fit(fixed, backend=backend, **kw)
+
+
+def spoil_assembly():
+    """Rank 0's C gets -1 on the diagonal of the animal NOTPD_LEVEL's equation."""
+    from mvreml import mme
+
+    original = mme.MMEPattern.assemble
+
+    def assemble(self, rinv_pairs, ginvs):
+        C = original(self, rinv_pairs, ginvs)
+        rd = self.design.random[0]
+        j = self.offsets[0] + int(np.flatnonzero(rd.levels.astype(str) == NOTPD_LEVEL)[0]) * rd.t
+        C.data[C.indptr[j]] = -1.0          # the diagonal opens every column
+        return C
+
+    mme.MMEPattern.assemble = assemble
+
+
+def at_second_factorization(action):
+    from mvreml.backends import mumps
+
+    original = mumps.MumpsCore.factorize
+    count = [0]
+
+    def factorize(self, data):
+        count[0] += 1
+        if count[0] == 2:
+            action()
+        return original(self, data)
+
+    mumps.MumpsCore.factorize = factorize
+
+
+def record(res):
+    return dict(loglik=float(res.loglik), iterations=int(res.iterations), converged=bool(res.converged),
+                varcomp=[float(x) for x in res.varcomp["estimate"]],
+                fixef=[float(x) for x in res.fixef["estimate"]], mumps=res.model.get("mumps"))
+
+
+def main(out, cases):
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.rank
+    if rank == 0:        # the fit's log lines (MUMPS's memory forecast among them) on stderr
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    results = {}
+    for case in cases:
+        if case == "notpd" and rank == 0:
+            spoil_assembly()
+        if case == "die" and rank == 1:
+            at_second_factorization(lambda: os.kill(os.getpid(), signal.SIGKILL))
+        if case == "hang" and rank == 1:
+            at_second_factorization(lambda: time.sleep(600))
+        try:
+            res = fit(case, "mumps")
+            if rank == 0:
+                results[case] = record(res)
+        except MvremlError as exc:
+            results[case] = dict(error=type(exc).__name__, message=str(exc))
+    if rank == 0:
+        Path(out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])

@@ -1,0 +1,197 @@
+"""backend="mumps": the same fits as CHOLMOD over MPI, faults that end every rank with a message.
+
+The MUMPS fits run under ``mpirun -n 2`` in a subprocess (tests/mpi_fits.py); the CHOLMOD
+fits they are held against run here. The MPI tests are skipped, with the reason, only when
+MPI, mpi4py or PyMUMPS is missing (``make mpi`` installs them; ``make test`` does too).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import mvreml
+from mvreml.errors import ArgumentError
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SCRIPT = HERE / "mpi_fits.py"
+RANKS = 2
+EQUAL_CASES = ["gryphon-U", "gryphon-B", "U-S", "B-S"]
+
+sys.path.insert(0, str(HERE))
+import mpi_fits  # noqa: E402
+
+
+def _mpi_missing() -> str | None:
+    if shutil.which("mpirun") is None:
+        return "mpirun not found"
+    probe = subprocess.run([sys.executable, "-c", "import mpi4py, mumps"], capture_output=True, text=True)
+    if probe.returncode:
+        return probe.stderr.strip().splitlines()[-1]
+    return None
+
+
+MISSING = _mpi_missing()
+needs_mpi = pytest.mark.skipif(MISSING is not None, reason=f"MPI not installed ({MISSING}): `make mpi` "
+                               "installs OpenMPI, MUMPS, mpi4py and PyMUMPS")
+
+
+def mpirun(out: Path, *cases, timeout=900, **env_vars):
+    """tests/mpi_fits.py on RANKS ranks of localhost; returns the CompletedProcess."""
+    return mpirun_program([str(SCRIPT), str(out), *cases], timeout=timeout, **env_vars)
+
+
+def mpirun_program(args, timeout=900, cwd=None, **env_vars):
+    """`python ARGS...` on RANKS ranks of localhost; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **env_vars)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:       # CI runs as root; Open MPI refuses by default
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    version = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout
+    extra = ["--oversubscribe"] if "Open MPI" in version or "OpenRTE" in version else []
+    cmd = ["mpirun", "-n", str(RANKS), *extra, sys.executable, *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def mumps_fits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mumps") / "fits.json"
+    proc = mpirun(out, *EQUAL_CASES, "notpd")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("case", EQUAL_CASES)
+def test_mumps_fit_equals_cholmod_fit(mumps_fits, case):
+    """Same iterations, same answer: log L and every component to 1e-8 (the fixed effects, which
+    follow the components, to 1e-8 absolute: a cg effect of 0.03 moves by 8e-10 on B-S)."""
+    got = mumps_fits[0][case]
+    ref = mpi_fits.record(mpi_fits.fit(case, "cholmod"))
+    assert got["converged"] and ref["converged"]
+    assert got["iterations"] == ref["iterations"]
+    assert abs(got["loglik"] - ref["loglik"]) < 1e-8
+    np.testing.assert_allclose(got["varcomp"], ref["varcomp"], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(got["fixef"], ref["fixef"], rtol=0, atol=1e-8)
+
+
+@needs_mpi
+def test_mumps_memory_forecast_is_logged_and_kept(mumps_fits):
+    """The analysis's memory per rank reaches the user: a log line and result.model["mumps"]."""
+    fits, proc = mumps_fits
+    est = fits["gryphon-U"]["mumps"]
+    assert est["ranks"] == RANKS and len(est["mb_per_rank"]) == RANKS
+    assert est["mb_max"] == max(est["mb_per_rank"]) and est["mb_total"] >= est["mb_max"] >= 1
+    assert "MUMPS analysis on 2 rank(s): the factorization will need about" in proc.stderr
+
+
+@needs_mpi
+def test_mumps_factorization_failure_names_term_and_level(mumps_fits):
+    """C not positive definite at an animal's equation: the start fails naming the term and level,
+    the same equation the CHOLMOD adapter names."""
+    fail = mumps_fits[0]["notpd"]
+    assert fail["error"] == "StartingValueError"
+    assert f"term 'animal', level '{mpi_fits.NOTPD_LEVEL}'" in fail["message"]
+    assert "negative pivot" in fail["message"]
+
+
+def _gryphon_model():
+    from mvreml import api
+    from mvreml.formula import parse_fixed, parse_random, parse_residual
+
+    fixed, kw = mpi_fits.model("gryphon-U")
+    fs = parse_fixed(fixed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        design = api.build_design(kw["data"], fs, parse_random(kw["random"], fs.response),
+                                  parse_residual(None, fs.response), relmat=kw["relmat"])
+    from mvreml.mme import MMEPattern
+
+    pattern = MMEPattern(design)
+    C = pattern.assemble(np.full(len(pattern.pair_a), 0.5), [np.array([[2.0]])])
+    return design, pattern, C
+
+
+def test_cholmod_adapter_names_the_column_of_a_failed_factorization():
+    from mvreml.backends import NotPositiveDefinite, equation_label
+    from mvreml.backends.cholmod import CholmodBackend
+
+    design, pattern, C = _gryphon_model()
+    rd = design.random[0]
+    j = pattern.offsets[0] + int(np.flatnonzero(rd.levels.astype(str) == mpi_fits.NOTPD_LEVEL)[0])
+    C.data[C.indptr[j]] = -1.0
+    b = CholmodBackend()
+    b.analyze(C)
+    with pytest.raises(NotPositiveDefinite) as err:
+        b.factorize(C)
+    assert err.value.column == j
+    assert equation_label(design, pattern, j) == f"equation {j}: term 'animal', level '{mpi_fits.NOTPD_LEVEL}'"
+    assert equation_label(design, pattern, 1) == "equation 1: fixed effect 'sex[T.2]'"
+
+
+def test_cholmod_adapter_is_the_engines_linear_algebra():
+    """log|C|, solves and C^-1 on the pattern of C, against dense numpy."""
+    from mvreml.backends.cholmod import CholmodBackend
+
+    _, pattern, C = _gryphon_model()
+    full = (C + sp.tril(C, -1).T).toarray()
+    b = CholmodBackend()
+    b.analyze(C)
+    b.set_pattern(pattern.rows, pattern.cols)
+    logdet = b.factorize(C)
+    assert logdet == pytest.approx(np.linalg.slogdet(full)[1], rel=1e-12)
+    rhs = np.random.default_rng(1).random((C.shape[0], 3))
+    np.testing.assert_allclose(full @ b.solve(rhs), rhs, atol=1e-9)
+    inv = np.linalg.inv(full)
+    np.testing.assert_allclose(b.selected_inverse(), inv[pattern.rows, pattern.cols], rtol=1e-9, atol=1e-12)
+
+
+@needs_mpi
+def test_a_rank_that_dies_ends_the_run_with_a_message_on_rank_0(tmp_path):
+    """Rank 1 killed inside a factorization: no hang, and rank 0 says where it was."""
+    proc = mpirun(tmp_path / "die.json", "die", timeout=300)
+    assert proc.returncode != 0
+    assert "mvreml: rank 0: the MPI runtime is ending this run" in proc.stderr
+    assert "inside the MUMPS step 'factorize'" in proc.stderr
+    assert not (tmp_path / "die.json").exists()
+
+
+@needs_mpi
+def test_a_rank_that_hangs_is_ended_by_the_step_timeout(tmp_path):
+    """Rank 1 never joins the second factorization: MVREML_MPI_TIMEOUT ends every rank, with
+    rank 0's message, long before the subprocess's own limit."""
+    proc = mpirun(tmp_path / "hang.json", "hang", timeout=300, MVREML_MPI_TIMEOUT="5")
+    assert proc.returncode != 0
+    assert "mvreml: rank 0: the MUMPS step 'factorize' has run 5 s (MVREML_MPI_TIMEOUT)" in proc.stderr
+    assert not (tmp_path / "hang.json").exists()
+
+
+@needs_mpi
+def test_command_line_under_mpirun(tmp_path):
+    """`mpirun -n 2 python -m mvreml fit ... --backend mumps`: exit 0, the files, CHOLMOD's answer,
+    and MUMPS's memory forecast in the output."""
+    d = HERE / "data" / "gryphon_wam"
+    args = ["-m", "mvreml", "fit", str(d / "gryphon.csv"), "--fixed", "bwt ~ 1 + sex", "--factors", "sex",
+            "--random", "~ vm(animal, ped)", "--relmat", f"ped={d / 'gryphonped.csv'}"]
+    proc = mpirun_program(args + ["--backend", "mumps", "--out", "out"], timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MUMPS analysis on 2 rank(s): the factorization will need about" in proc.stdout
+    import pandas as pd
+
+    got = pd.read_csv(tmp_path / "out" / "varcomp.csv")
+    ref = mpi_fits.fit("gryphon-U", "cholmod").varcomp
+    np.testing.assert_allclose(got["estimate"].to_numpy(), ref["estimate"].to_numpy(), rtol=1e-8)
+
+
+def test_unknown_backend_is_an_argument_error():
+    g, ped = mpi_fits.gryphon()
+    with pytest.raises(ArgumentError, match="backend='magma' is not a linear-algebra backend; known: cholmod, mumps"):
+        mvreml.fit("bwt ~ 1", random="~ vm(animal, ped)", data=g, relmat={"ped": ped}, backend="magma")
