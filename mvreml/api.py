@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from . import _threads, errors, estimable
+from . import _forecast, _threads, errors, estimable
 from ._timing import Timer
 from ._validate import fit_options
 from .design import Design, build_design
@@ -35,7 +35,7 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         weights: str | None = None, maxiter: int = 50, verbose: bool = False,
         ordering: str = "default", tol: float = 1e-7, missing_animals: str = "error",
         checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-        threads: int | None = None):
+        threads: int | None = None, check_memory: bool = True):
     """Fit a (multivariate) linear mixed model by AI-REML.
 
     Parameters
@@ -90,6 +90,10 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         dense blocks, where threads only wait for each other and collapse when another process
         holds a core), else the cores this process may use. Recorded in
         ``result.model["blas_threads"]``.
+    check_memory : bool
+        Before the first numeric factorization, compare the forecast of :func:`mvreml.plan`
+        (the memory the iterates add) with the memory available (MemAvailable, the cgroup
+        limit) and raise a ResourceError if it does not fit. False fits anyway.
 
     Returns
     -------
@@ -106,6 +110,8 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     CheckpointError
         ``resume=`` names a file that is missing, is not a checkpoint, or was written for
         another model or other data.
+    ResourceError
+        The forecast memory of the iterates is above the memory available (``check_memory``).
     """
     t_start = time.perf_counter()
     options = fit_options(relmat=relmat, fix=fix, weights=weights, maxiter=maxiter, verbose=verbose,
@@ -114,13 +120,14 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     rspec = parse_random(random, fspec.response)
     resid = parse_residual(residual, fspec.response)
     options["threads"] = threads
+    options["check_memory"] = _forecast.check_memory_option(check_memory)
     label = resid.label if residual is None else residual
     return _fit_warn(fspec, rspec, resid, data, init, options, (fixed, random, label), t_start,
                      checkpoint=checkpoint, resume=resume)
 
 
 def fit_specs(fspec, rspec, resid, *, data: pd.DataFrame, init=None, checkpoint=None, resume=None,
-              threads=None, **options):
+              threads=None, check_memory=True, **options):
     """:func:`fit` on a parsed model (the sub-models of :func:`mvreml.pairwise`).
 
     Parameters
@@ -139,6 +146,7 @@ def fit_specs(fspec, rspec, resid, *, data: pd.DataFrame, init=None, checkpoint=
     t_start = time.perf_counter()
     options = fit_options(**options)
     options["threads"] = threads
+    options["check_memory"] = _forecast.check_memory_option(check_memory)
     return _fit_warn(fspec, rspec, resid, data, init, options, None, t_start,
                      checkpoint=checkpoint, resume=resume)
 
@@ -161,23 +169,23 @@ def _fit_warn(fspec, rspec, resid, data, init, options, labels, t_start, *, chec
 
 def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, relmat=None, weights=None,
                 maxiter=50, verbose=False, ordering="default", tol=1e-7, missing_animals="error",
-                checkpoint=None, resume=None, threads=None):
+                checkpoint=None, resume=None, threads=None, check_memory=True):
     """The fit on parsed formula pieces (also used for the sub-models of init="pairwise").
 
     Returns (Result, FitState); warnings are left to the caller.
     """
     t_start = time.perf_counter()
     timer = Timer()
-    with timer("design"):
-        design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights,
-                              missing_animals=missing_animals)
-    Y = unit_residuals(design)
-    estimable.check_estimable(design, Y)
-    estimable.check_weights(design, data, weights)
-    check_traits(design, Y)
-    P = phenotypic_covariance(design, Y)
-    blocks = _blocks(design, resid)
+    design, Y, P, blocks = prepare(fspec, rspec, resid, data, relmat=relmat, weights=weights,
+                                   missing_animals=missing_animals, timer=timer)
     terms = [b.name for b in blocks]
+    model = REMLModel(design, blocks, ordering=ordering, timer=timer)
+    n_threads = _threads.choose(threads, model.pattern.n_eq)
+    forecast = None
+    if check_memory:
+        # the symbolic analysis the fit needs anyway, done first: refuse before any numeric work
+        forecast = _forecast.forecast(model, n_threads, timer=timer, timing=False)
+        _forecast.check(forecast)
     if isinstance(init, str) and resume is None:
         if init != "pairwise":
             raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")
@@ -197,9 +205,7 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
                                      from_init=bool(init) and (b.name in init or "units" in init))
     fixed_mask_ = fixed_mask(blocks, fix, init, terms)
     maxiter_eff = 0 if fixed_mask_.all() else maxiter
-    model = REMLModel(design, blocks, ordering=ordering, timer=timer)
     control = Control(maxiter=maxiter_eff, tol_loglik=tol, verbose=verbose)
-    n_threads = _threads.choose(threads, model.pattern.n_eq)
     with _threads.blas_threads(n_threads):
         try:
             state = iterate(model, theta0, fixed_mask_, scale, control, checkpoint=checkpoint, resume=resume)
@@ -212,7 +218,26 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         result = build_result(model, state, fixed, random, residual, timer=timer,
                               seconds=time.perf_counter() - t_start)
     result.model["blas_threads"] = n_threads
+    if forecast is not None:
+        result.model["forecast"] = forecast.summary()
     return result, state
+
+
+def prepare(fspec, rspec, resid, data, *, relmat=None, weights=None, missing_animals="error", timer=None):
+    """Design and data checks of a fit, before any parameter is chosen (fit and plan).
+
+    Returns (design, unit residuals Y, phenotypic covariance P, parameter blocks).
+    """
+    timer = timer if timer is not None else Timer()
+    with timer("design"):
+        design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights,
+                              missing_animals=missing_animals)
+    Y = unit_residuals(design)
+    estimable.check_estimable(design, Y)
+    estimable.check_weights(design, data, weights)
+    check_traits(design, Y)
+    P = phenotypic_covariance(design, Y)
+    return design, Y, P, _blocks(design, resid)
 
 
 def term_structure(rd) -> "Structure":
