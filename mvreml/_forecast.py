@@ -18,7 +18,9 @@ the design and the MME maps exist, which ``rss_now`` measures):
   ``SELINV_COPIES`` arrays of the factor's lower-triangular entries (values and row
   indices), read from ``mvreml.selinv.FACTOR_COPIES`` when the engine states it;
 - **working variates**: the N x n_theta working variates and their R^-1 product, and the
-  P x n_theta right-hand sides of the average information and their solutions.
+  P x n_theta right-hand sides of the average information and their solutions;
+- **fixed-effect covariance**: the result's (X'V^-1X)^-1 when p <= 500, by p sparse solves
+  whose columns fill (n_eq x p values and row indices): the peak of small fits.
 
 The peak forecast is ``max(peak so far, rss_now + the sum above)``. The time per iterate is
 one numeric factorization (``factorization_seconds``: each supernode's flops at the measured
@@ -53,6 +55,7 @@ SUPERNODE_SECONDS = 2e-6        # fixed cost of a supernode (gather, scatter, BL
 SELINV_RELATIVE = 3.0
 SIMPLICIAL_RATE = 0.25e9        # flops per second of simplicial (scalar) elimination
 SOLVE_RATE = 0.5e9              # entries of L per second of a triangular solve (memory bound)
+FIXED_VCOV_MAX_P = 500          # fixed effects up to which the result has their covariance (report.py)
 DGEMM_SIZE = 256                # rows and columns of the calibration products
 DGEMM_WIDTHS = (1, 4, 16, 64, 256)      # their inner dimensions (supernode widths)
 _GFLOPS: dict[int, np.ndarray] = {}     # threads -> measured GFLOP/s per width (once per process)
@@ -124,7 +127,7 @@ def _analyze(model):
     return analyze(_pattern_matrix(model.pattern), mode="auto", ordering_method=model.ordering)
 
 
-def memory_parts(sizes, nnz_c: int, n_obs: int, n_eq: int, n_theta: int) -> dict:
+def memory_parts(sizes, nnz_c: int, n_obs: int, n_eq: int, n_theta: int, p: int = 0) -> dict:
     """Bytes of each part counted by the forecast (see the module notes)."""
     idx = 4                                     # CHOLMOD's int indices (scikit-sparse)
     if sizes.supernodal:
@@ -139,6 +142,8 @@ def memory_parts(sizes, nnz_c: int, n_obs: int, n_eq: int, n_theta: int) -> dict
         "L": factor + 8 * sizes.n,
         "selected inverse": int(_engine_selinv_copies() * (8 + index_bytes) * lower),
         "working variates": 8 * 2 * (n_obs + n_eq) * n_theta,
+        # the result's (X'V^-1X)^-1: p sparse solves, filled columns of n_eq entries each
+        "fixed-effect covariance": 12 * n_eq * p if 0 < p <= FIXED_VCOV_MAX_P else 0,
     }
 
 
@@ -276,7 +281,7 @@ def forecast(model, threads: int = 1, *, timer=None, analysis=True, timing=True)
         sizes = factor_sizes(pattern.indptr, pattern.indices, perm)
     gflops = blas_gflops(threads) if timing else None
     n_theta = int(model.n_theta)
-    memory = memory_parts(sizes, pattern.nnz, model.N, pattern.n_eq, n_theta)
+    memory = memory_parts(sizes, pattern.nnz, model.N, pattern.n_eq, n_theta, int(model.p))
     rss = _memory.rss_bytes() or 0
     peak_so_far = _memory.peak_rss_bytes()
     return Plan(
