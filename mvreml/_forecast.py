@@ -23,8 +23,8 @@ the design and the MME maps exist, which ``rss_now`` measures):
   whose columns fill (n_eq x p values and row indices): the peak of small fits.
 
 The peak forecast is ``max(peak so far, rss_now + the sum above)``. The time per iterate is
-one numeric factorization (``factorization_seconds``: each supernode's flops at the measured
-dgemm speed of its width), the selected inverse (``SELINV_RELATIVE`` factorizations) and
+one numeric factorization (``factorization_seconds``: flops and stored entries at the
+measured dgemm speeds), the selected inverse (``SELINV_RELATIVE`` factorizations) and
 2 (1 + n_theta) triangular solves; the dgemm speeds are measured once per process and
 number of threads.
 """
@@ -45,19 +45,19 @@ from .symbolic import factor_sizes
 #: Factor.L()'s transient copy (CHOLMOD's simplicial conversion, then scipy's). An in-place
 #: supernodal inverse states its own figure as mvreml.selinv.FACTOR_COPIES.
 SELINV_COPIES = 4.0
-#: fraction of dgemm's speed reached by CHOLMOD's supernodal factorization and by the selected
-#: inverse (measured on the benchmark problems, see benchmarks/RESULTS.md)
-FACTOR_EFFICIENCY = 0.5
-SUPERNODE_SECONDS = 2e-6        # fixed cost of a supernode (gather, scatter, BLAS call overhead)
+#: the supernodal factorization's time model (``factorization_seconds``), fitted on the
+#: benchmark problems B-S, T-S, U-M, B-M, T-M (one BLAS thread, a shared machine)
+FACTOR_EFFICIENCY = 0.34        # of the widest dgemm's speed, for the flops
+ENTRY_PASSES = 33.0             # stored entries of L, at the rank-1 product's speed
 #: seconds of the engine's selected inverse per second of numeric factorization (measured on the
-#: benchmark M problems: the Takahashi recursion does ~3x the factorization's work in BLAS calls
-#: on smaller blocks); an engine that knows better states selinv.SECONDS_PER_FACTORIZATION
-SELINV_RELATIVE = 3.0
+#: benchmark M problems, one thread: 1.05-1.23); an engine that knows better states
+#: mvreml.selinv.SECONDS_PER_FACTORIZATION
+SELINV_RELATIVE = 1.2
 SIMPLICIAL_RATE = 0.25e9        # flops per second of simplicial (scalar) elimination
 SOLVE_RATE = 0.5e9              # entries of L per second of a triangular solve (memory bound)
 FIXED_VCOV_MAX_P = 500          # fixed effects up to which the result has their covariance (report.py)
 DGEMM_SIZE = 256                # rows and columns of the calibration products
-DGEMM_WIDTHS = (1, 4, 16, 64, 256)      # their inner dimensions (supernode widths)
+DGEMM_WIDTHS = (1, 256)                 # their inner dimensions: rank-1 (touching entries), wide
 _GFLOPS: dict[int, np.ndarray] = {}     # threads -> measured GFLOP/s per width (once per process)
 
 
@@ -65,10 +65,10 @@ def blas_gflops(threads: int = 1) -> np.ndarray:
     """dgemm speed of this machine in GFLOP/s on ``threads`` BLAS threads, measured once per
     process and number of threads, for an inner dimension of each of ``DGEMM_WIDTHS``.
 
-    A supernode of w columns updates its ancestors with products of inner dimension w, so
-    its speed is that of a 256 x w by w x 256 product: the narrow supernodes of a pedigree
-    run far below dgemm's peak. Products are repeated for 20 ms per width on the machine as
-    it is now (a busy machine is slower, and the forecast with it); ~0.1 s in all.
+    A 256 x w by w x 256 product for w = 1 (the speed of touching entries, as the gathers
+    and scatters of narrow supernodes do) and w = 256 (the arithmetic of wide ones). Each
+    is repeated for 20 ms on the machine as it is now (a busy machine is slower, and the
+    forecast with it); ~0.05 s in all.
     """
     if threads in _GFLOPS:
         return _GFLOPS[threads]
@@ -96,15 +96,19 @@ def blas_gflops(threads: int = 1) -> np.ndarray:
 
 
 def factorization_seconds(sizes, gflops: np.ndarray) -> float:
-    """Seconds of one numeric factorization: each supernode's flops (the sum of its columns'
-    squared counts) at the dgemm speed of its width, plus a fixed cost per supernode."""
+    """Seconds of one numeric factorization.
+
+    Supernodal: the flops at ``FACTOR_EFFICIENCY`` of the widest product's speed, plus the
+    stored entries of L touched ``ENTRY_PASSES`` times at the speed of the rank-1 product
+    (2 flops an entry): pedigree factors have many narrow supernodes, whose gathers and
+    scatters cost more than their arithmetic. The two constants are fitted to the measured
+    factorizations of the benchmark problems B-S .. T-M (within 30%, see RESULTS.md).
+    Simplicial: the flops at ``SIMPLICIAL_RATE``.
+    """
     if not sizes.supernodal:
         return sizes.flops / SIMPLICIAL_RATE
-    c = sizes.counts.astype(float)
-    flops = np.add.reduceat(c * c, sizes.super_ptr[:-1]) if sizes.n else np.zeros(0)
-    width = np.diff(sizes.super_ptr)
-    rate = np.interp(np.log(width), np.log(DGEMM_WIDTHS), gflops) * 1e9 * FACTOR_EFFICIENCY
-    return float((flops / rate).sum() + SUPERNODE_SECONDS * width.size)
+    return float(sizes.flops / (gflops[-1] * 1e9 * FACTOR_EFFICIENCY)
+                 + ENTRY_PASSES * sizes.super_values / (gflops[0] * 1e9 / 2.0))
 
 
 def _engine_selinv_copies() -> float:
