@@ -190,7 +190,8 @@ class Plan:
     supernodal : bool
         Whether CHOLMOD will factorize supernodally (flops / nnz(L) >= 40).
     memory : dict
-        Bytes of each part counted (C, L, selected inverse, working variates).
+        Bytes of each part counted (C, L, selected inverse, working variates, the result's
+        fixed-effect covariance; see the notes of ``mvreml._forecast``).
     rss_now, peak_so_far : int
         The process's resident memory when the forecast was made, and its peak so far.
     peak_bytes : int

@@ -190,6 +190,7 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
             log.info("no memory forecast: %s", exc)
         else:
             _forecast.check(forecast)
+            forecast = forecast.summary()       # plain numbers: the column counts are not kept
     if isinstance(init, str) and resume is None:
         if init != "pairwise":
             raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")
@@ -223,7 +224,7 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
                               seconds=time.perf_counter() - t_start)
     result.model["blas_threads"] = n_threads
     if forecast is not None:
-        result.model["forecast"] = forecast.summary()
+        result.model["forecast"] = forecast
     return result, state
 
 
