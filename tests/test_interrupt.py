@@ -58,7 +58,7 @@ def test_ctrl_c_during_a_fit_returns_promptly_and_leaves_a_whole_checkpoint(tmp_
             proc.kill()
             proc.communicate()
     assert "KeyboardInterrupt" in err, err
-    assert waited < 5.0
+    assert waited < 10.0                                 # the seed trial: a few ms per evaluation
     content = json.loads(path.read_text())                # whole, and a checkpoint of this fit
     assert content["format"] == ckpt.FORMAT and content["iteration"] >= 0
     assert _temporaries(tmp_path) == []
