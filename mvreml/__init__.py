@@ -21,11 +21,13 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["fit", "fit_many", "pairwise", "lrt", "Result", "Pedigree", "errors", "relmat", "structures", "Model",
+__all__ = ["fit", "plan", "Plan", "fit_many", "pairwise", "lrt", "Result", "Pedigree", "errors", "relmat", "structures", "Model",
            "Random", "Residual", "Evaluation", "Solution", "__version__"]
 
 _LAZY = {
     "fit": ("mvreml.api", "fit"),
+    "plan": ("mvreml.planning", "plan"),        # the forecast of a fit: sizes, memory, time
+    "Plan": ("mvreml._forecast", "Plan"),
     "fit_many": ("mvreml.many", "fit_many"),    # many fits, serial or on dask.distributed
     "pairwise": ("mvreml.pairs", "pairwise"),   # all univariate + bivariate sub-models, combined
     "lrt": ("mvreml.results", "lrt"),

@@ -93,7 +93,7 @@ def _keys(sire, dam):
     return both, np.where(size[s] >= size[d], s, d)
 
 
-def _family_batches(sire, dam, gen):
+def _family_batches(sire, dam, gen, keys=None):
     """Families of the inbreeding kernel (see ``_core.ainv.inbreeding_batches``).
 
     An animal with both parents known joins the family of its key parent (``_keys``), so
@@ -104,7 +104,7 @@ def _family_batches(sire, dam, gen):
     prog, mate, waves (batch indices where a wave starts, and the end).
     """
     n = sire.size
-    both, key = _keys(sire, dam)
+    both, key = _keys(sire, dam) if keys is None else keys
     fam_size = np.bincount(key, minlength=n)
     fam_key = np.flatnonzero(fam_size)
     small = fam_size[fam_key] < _BIG_FAMILY
@@ -128,18 +128,19 @@ def _family_batches(sire, dam, gen):
     return (fam_key.astype(np.int32), fam_ptr, batch_ptr, prog.astype(np.int32), mate, waves)
 
 
-def _by_families(sire: np.ndarray, dam: np.ndarray, gen: np.ndarray) -> np.ndarray:
+def _by_families(sire: np.ndarray, dam: np.ndarray, gen: np.ndarray, keys=None) -> np.ndarray:
     """F by families of a key parent.
 
     Batches of families run in waves of increasing generation of the keys (a family needs
     the F of its ancestors' parents only); the batches of a wave are shared among threads.
-    The result is the same for any number of threads.
+    The result is the same for any number of threads. ``keys``: ``_keys(sire, dam)`` when
+    the caller has it already.
     """
     n = sire.size
     F = np.zeros(n)
     if not np.any((sire >= 0) & (dam >= 0)):
         return F
-    fam_key, fam_ptr, batch_ptr, prog, mate, waves = _family_batches(sire, dam, gen)
+    fam_key, fam_ptr, batch_ptr, prog, mate, waves = _family_batches(sire, dam, gen, keys)
     n_threads = _threads() if prog.size >= _THREADS_MIN_PROGENY else 1
     progress = _Progress(n, prog.size, "animals with both parents known",
                          f"by families of {fam_key.size} key parents, in {waves.size - 1} "
@@ -240,7 +241,7 @@ def inbreeding_coefficients(sire: np.ndarray, dam: np.ndarray, gen: np.ndarray) 
     if width[0] <= _FRONTIER_MAX_WIDTH and cost[0] <= trace:
         return _by_frontier(sire, dam, last, int(width[0]))
     if trace <= _DEEP_TRACE * n or gen.max() < _DEEP_GENERATIONS:
-        return _by_families(sire, dam, gen)
+        return _by_families(sire, dam, gen, (both, key))
     # deep somewhere: choose per connected part
     n_comp, comp = connected_components(_parent_graph(sire, dam), directed=False)
     order = np.argsort(comp, kind="stable")            # parts one after the other

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import _threads, backends, estimable, fa_sparse
+from . import _forecast, _threads, backends, estimable, fa_sparse
 from ._fitrun import fix_mask, run, warn_fit
 from ._timing import Timer
 from ._validate import fit_options
@@ -37,7 +37,8 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         weights: str | None = None, maxiter: int = 50, verbose: bool = False,
         ordering: str = "default", tol: float = 1e-7, missing_animals: str = "error",
         checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-        threads: int | None = None, constraints=None, backend: str = "cholmod"):
+        threads: int | None = None, constraints=None, backend: str = "cholmod",
+        check_memory: bool = True):
     """Fit a (multivariate) linear mixed model by AI-REML.
 
     Parameters
@@ -110,6 +111,11 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         script.py``): rank 0 runs the iterations and returns the Result, the other ranks
         join MUMPS's steps and return None. The iterations are the same; MUMPS's forecast of
         memory per rank is logged after its analysis and kept in ``result.model["mumps"]``.
+    check_memory : bool
+        Before the first numeric factorization, compare the forecast of :func:`mvreml.plan`
+        (the memory the iterates add) with the memory available (MemAvailable, the cgroup
+        limit) and raise a ResourceError if it does not fit. False fits anyway. (CHOLMOD only: MUMPS
+        logs its own forecast per rank.)
 
     Returns
     -------
@@ -127,6 +133,8 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     CheckpointError
         ``resume=`` names a file that is missing, is not a checkpoint, or was written for
         another model or other data.
+    ResourceError
+        The forecast memory of the iterates is above the memory available (``check_memory``).
     """
     if backends.check(backend) != "cholmod":
         from .backends import mpi
@@ -134,7 +142,8 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
             return mpi.collective(lambda: fit(
                 fixed, random, residual, data=data, relmat=relmat, init=init, fix=fix, weights=weights,
                 maxiter=maxiter, verbose=verbose, ordering=ordering, tol=tol, missing_animals=missing_animals,
-                checkpoint=checkpoint, resume=resume, threads=threads, backend=backend))
+                checkpoint=checkpoint, resume=resume, threads=threads, constraints=constraints,
+                backend=backend, check_memory=check_memory))
     t_start = time.perf_counter()
     options = fit_options(relmat=relmat, fix=fix, weights=weights, maxiter=maxiter, verbose=verbose,
                           ordering=ordering, tol=tol, missing_animals=missing_animals)
@@ -144,13 +153,14 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
     options["threads"] = threads
     options["constraints"] = constraints
     options["backend"] = backend
+    options["check_memory"] = _forecast.check_memory_option(check_memory)
     label = resid.label if residual is None else residual
     return _fit_warn(fspec, rspec, resid, data, init, options, (fixed, random, label), t_start,
                      checkpoint=checkpoint, resume=resume)
 
 
 def fit_specs(fspec, rspec, resid, *, data: pd.DataFrame, init=None, checkpoint=None, resume=None,
-              threads=None, **options):
+              threads=None, check_memory=True, **options):
     """:func:`fit` on a parsed model (the sub-models of :func:`mvreml.pairwise`).
 
     Parameters
@@ -169,6 +179,7 @@ def fit_specs(fspec, rspec, resid, *, data: pd.DataFrame, init=None, checkpoint=
     t_start = time.perf_counter()
     options = fit_options(**options)
     options["threads"] = threads
+    options["check_memory"] = _forecast.check_memory_option(check_memory)
     return _fit_warn(fspec, rspec, resid, data, init, options, None, t_start,
                      checkpoint=checkpoint, resume=resume)
 
@@ -185,22 +196,32 @@ def _fit_warn(fspec, rspec, resid, data, init, options, labels, t_start, *, chec
 
 def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, relmat=None, weights=None,
                 maxiter=50, verbose=False, ordering="default", tol=1e-7, missing_animals="error",
-                checkpoint=None, resume=None, threads=None, constraints=None, backend="cholmod"):
+                checkpoint=None, resume=None, threads=None, constraints=None, backend="cholmod",
+                check_memory=True):
     """The fit on parsed formula pieces (also used for the sub-models of init="pairwise").
 
     Returns (Result, FitState); warnings are left to the caller.
     """
     t_start = time.perf_counter()
     timer = Timer()
-    with timer("design"):
-        design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights,
-                              missing_animals=missing_animals)
-    Y = unit_residuals(design)
-    estimable.check_estimable(design, Y)
-    estimable.check_weights(design, data, weights)
-    check_traits(design, Y)
-    P = phenotypic_covariance(design, Y)
-    blocks = _blocks(design, resid)
+    design, Y, P, blocks = prepare(fspec, rspec, resid, data, relmat=relmat, weights=weights,
+                                   missing_animals=missing_animals, timer=timer)
+    solver = backends.make(backend, ordering)
+    if solver is None:
+        model = fa_sparse.make_model(design, blocks, ordering=ordering, timer=timer)
+    else:   # MUMPS: the dense formulation of every term (the factor formulation is CHOLMOD's)
+        model = REMLModel(design, blocks, ordering=ordering, timer=timer, backend=solver)
+    n_threads = _threads.choose(threads, model.pattern.n_eq)
+    forecast = None
+    if check_memory and solver is None:
+        # the symbolic analysis the fit needs anyway, done first: refuse before any numeric work
+        try:
+            forecast = _forecast.forecast(model, n_threads, timer=timer, timing=False)
+        except _forecast.NoAnalysis as exc:
+            log.info("no memory forecast: %s", exc)
+        else:
+            _forecast.check(forecast)
+            forecast = forecast.summary()       # plain numbers: the column counts are not kept
     if isinstance(init, str) and resume is None:
         if init != "pairwise":
             raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")
@@ -218,16 +239,10 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
         if b.k is None:     # every residual section
             estimable.scale_residual(b, theta0, scale, estimable.residual_weight_scale(design, weights),
                                      from_init=bool(init) and (b.name in init or "units" in init))
-    solver = backends.make(backend, ordering)
-    if solver is None:
-        model = fa_sparse.make_model(design, blocks, ordering=ordering, timer=timer)
-    else:   # MUMPS: the dense formulation of every term (the factor formulation is CHOLMOD's)
-        model = REMLModel(design, blocks, ordering=ordering, timer=timer, backend=solver)
     given = np.zeros(len(theta0), bool)
     for b in blocks:
         given[b.slice] = bool(init) and (b.name in init or (b.k is None and "units" in init))
     mask = fix_mask(blocks, component_labels(model), fix, given, error=ModelError)
-    n_threads = _threads.choose(threads, model.pattern.n_eq)
     with _threads.blas_threads(n_threads), _closing(solver):
         state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
                     constraints=constraints, checkpoint=checkpoint, resume=resume)
@@ -238,6 +253,8 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
     if solver is not None:
         result.model["backend"] = solver.name
         result.model[solver.name] = solver.memory_estimate()
+    if forecast is not None:
+        result.model["forecast"] = forecast
     return result, state
 
 
@@ -249,6 +266,23 @@ def _closing(solver):
     finally:
         if solver is not None:
             solver.close()
+
+
+def prepare(fspec, rspec, resid, data, *, relmat=None, weights=None, missing_animals="error", timer=None):
+    """Design and data checks of a fit, before any parameter is chosen (fit and plan).
+
+    Returns (design, unit residuals Y, phenotypic covariance P, parameter blocks).
+    """
+    timer = timer if timer is not None else Timer()
+    with timer("design"):
+        design = build_design(data, fspec, rspec, resid, relmat=relmat, weights=weights,
+                              missing_animals=missing_animals)
+    Y = unit_residuals(design)
+    estimable.check_estimable(design, Y)
+    estimable.check_weights(design, data, weights)
+    check_traits(design, Y)
+    P = phenotypic_covariance(design, Y)
+    return design, Y, P, _blocks(design, resid)
 
 
 def term_structure(rd) -> "Structure":

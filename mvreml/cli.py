@@ -17,6 +17,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._atomic import atomic_open
+
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NOT_CONVERGED = 0, 1, 2, 3
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -294,14 +296,19 @@ def write_outputs(res, out: Path) -> list:
     """varcomp.csv, fixef.csv, blup_<term>.csv and result.json into ``out``; the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "varcomp.csv", out / "fixef.csv"]
-    res.varcomp.to_csv(paths[0], index_label="component")
-    res.fixef.to_csv(paths[1], index_label="effect")
+    # each file whole or not at all: Ctrl-C while writing leaves no half-written table
+    with atomic_open(paths[0], newline="") as fh:
+        res.varcomp.to_csv(fh, index_label="component")
+    with atomic_open(paths[1], newline="") as fh:
+        res.fixef.to_csv(fh, index_label="effect")
     for term in res.blups:
         path = out / f"blup_{_safe_name(term)}.csv"
-        res.blup(term).to_csv(path, index_label=term)
+        with atomic_open(path, newline="") as fh:
+            res.blup(term).to_csv(fh, index_label=term)
         paths.append(path)
     paths.append(out / "result.json")
-    paths[-1].write_text(res.to_json(indent=1))
+    with atomic_open(paths[-1]) as fh:
+        fh.write(res.to_json(indent=1))
     return paths
 
 

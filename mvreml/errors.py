@@ -126,6 +126,29 @@ class NotPositiveDefiniteError(FactorizationError):
         return (type(self), (str(self), self.column))
 
 
+class ResourceError(MvremlError, MemoryError):
+    """A fit whose forecast (:func:`mvreml.plan`) needs more memory than is available.
+
+    Raised before the first numeric factorization instead of being killed by the kernel
+    minutes later; ``fit(..., check_memory=False)`` fits anyway.
+
+    Attributes
+    ----------
+    needed : int or None
+        Bytes the iterates would add to the process.
+    available : int or None
+        Bytes available (MemAvailable of /proc/meminfo, the cgroup's room under its limit).
+    plan : mvreml.Plan or None
+        The whole forecast.
+    """
+
+    def __init__(self, message: str, needed: int | None = None, available: int | None = None, plan=None):
+        super().__init__(message)
+        self.needed = needed
+        self.available = available
+        self.plan = plan
+
+
 class MvremlWarning(UserWarning):
     """Base class of mvreml's warnings."""
 

@@ -182,7 +182,10 @@ class _Labels:
 
     def __getitem__(self, key) -> np.ndarray:
         part = self.raw[key]
-        return part.astype(str).astype(object) if part.dtype.kind in "iu" else part
+        if part.dtype.kind not in "iu":
+            return part
+        # str of Python ints: the same text as numpy's astype(str), made in one pass
+        return np.fromiter(map(str, part.tolist()), dtype=object, count=part.size)
 
     def take(self, order: np.ndarray) -> "_Labels":
         return _Labels(self.raw[order])
@@ -254,9 +257,15 @@ class Pedigree:
         self._check_rows(a, s, d, labels)
         n_listed = int(a.max()) + 1 if a.size else 0
         n = labels.size
-        # first occurrence of each listed animal; conflicting duplicates are an error
-        _, first = np.unique(a, return_index=True)
-        clash = (s != s[first][a]) | (d != d[first][a])
+        # first occurrence of each listed animal; conflicting duplicates are an error. Codes
+        # follow first appearance, so a table without repeated animals has a = 0, 1, 2, ...
+        # and nothing to compare (the sort of a million codes saved)
+        if a.size == n_listed:
+            first = a
+            clash = np.zeros(0, bool)
+        else:
+            _, first = np.unique(a, return_index=True)
+            clash = (s != s[first][a]) | (d != d[first][a])
         if clash.any():
             bad = np.unique(a[clash])
             lab = np.append(labels[:], "unknown")            # code -1 -> "unknown"
@@ -315,21 +324,17 @@ class Pedigree:
         """Order (new -> old) with parents first, and generation numbers (old numbering)."""
         n = sire.size
         gen = np.empty(n, np.int64)
+        # added founders first, then the table's order if it already has parents first: then
+        # one pass in that order gives the generations (and there can be no cycle)
+        order = np.concatenate([np.arange(n_listed, n), np.arange(n_listed)])
+        if _kern.generations_in_order(sire, dam, order, gen):
+            return order, gen
         placed = _kern.generations(sire, dam, np.empty(n + 1, np.int64),
                                    np.empty(2 * n, np.int64), np.empty(n, np.int64),
                                    np.empty(n, np.int64), gen)
         if placed < n:
             raise _cycle_message(sire, dam, gen, labels)
-        # added founders first, then the table's order if it already has parents first
-        order = np.concatenate([np.arange(n_listed, n), np.arange(n_listed)])
-        pos = np.empty(n, np.int64)
-        pos[order] = np.arange(n)
-        idx = np.arange(n)
-        ok = ((sire < 0) | (pos[np.maximum(sire, 0)] < pos[idx])) & \
-             ((dam < 0) | (pos[np.maximum(dam, 0)] < pos[idx]))
-        if not ok.all():
-            order = order[np.argsort(gen[order], kind="stable")]
-        return order, gen
+        return order[np.argsort(gen[order], kind="stable")], gen
 
     def _set(self, labels: _Labels, sire, dam, generation, inbreeding: bool) -> None:
         if labels.size >= 2 ** 28:

@@ -16,9 +16,33 @@ cdef extern from *:
     static inline long long mvreml_claim(long long *next) {
         return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
     }
+    /* the rows of a batch have nb = 8 or 16 values: loops of a constant length are unrolled
+       and vectorised by the compiler; the arithmetic of each value is unchanged */
+    #define MVREML_ROWS(nb, body) do { int c_; \
+        if ((nb) == 16) { for (c_ = 0; c_ < 16; c_++) { body; } } \
+        else if ((nb) == 8) { for (c_ = 0; c_ < 8; c_++) { body; } } \
+        else { for (c_ = 0; c_ < (nb); c_++) { body; } } } while (0)
+    static inline void mvreml_half(double* restrict y, const double* restrict x, int nb) {
+        MVREML_ROWS(nb, y[c_] = 0.5 * x[c_]);
+    }
+    static inline void mvreml_add_half(double* restrict y, const double* restrict x, int nb) {
+        MVREML_ROWS(nb, y[c_] += 0.5 * x[c_]);
+    }
+    static inline void mvreml_forward(double* restrict y, const double* s, const double* d,
+                                      double dj, int nb) {
+        MVREML_ROWS(nb, y[c_] = (y[c_] * dj + 0.5 * s[c_]) + 0.5 * d[c_]);
+    }
+    static inline void mvreml_mean(double* restrict y, const double* s, const double* d, int nb) {
+        MVREML_ROWS(nb, y[c_] = (0.0 + 0.5 * s[c_]) + 0.5 * d[c_]);
+    }
     """
     i64 claim "mvreml_claim"(i64* nxt) noexcept nogil
     void prefetch "__builtin_prefetch"(const void* p) noexcept nogil
+    void row_half "mvreml_half"(double* y, const double* x, int nb) noexcept nogil
+    void row_add_half "mvreml_add_half"(double* y, const double* x, int nb) noexcept nogil
+    void row_forward "mvreml_forward"(double* y, const double* s, const double* d, double dj,
+                                      int nb) noexcept nogil
+    void row_mean "mvreml_mean"(double* y, const double* s, const double* d, int nb) noexcept nogil
 
 
 cdef struct Node:
@@ -99,6 +123,40 @@ def generations(const i64[:] sire, const i64[:] dam, i64[:] child_ptr, i64[:] ch
     return tail
 
 
+def generations_in_order(const i64[:] sire, const i64[:] dam, const i64[:] order, i64[:] gen):
+    """Generation numbers in one pass when ``order`` lists parents before offspring.
+
+    ``gen[i]`` = 0 without known parents, else 1 + max(gen of parents), visiting the
+    animals in ``order`` (a permutation of 0..n-1). Returns False, with ``gen``
+    unspecified, as soon as a parent comes after its offspring (then ``generations``
+    sorts, and finds cycles); True if the order is parents-first.
+    """
+    cdef Py_ssize_t n = sire.shape[0], k
+    cdef i64 i, s, d, g
+    cdef bint ordered = True
+    with nogil:
+        for k in range(n):
+            gen[k] = -1
+        for k in range(n):
+            i = order[k]
+            s = sire[i]
+            d = dam[i]
+            g = 0
+            if s >= 0:
+                if gen[s] < 0:
+                    ordered = False
+                    break
+                g = gen[s] + 1
+            if d >= 0:
+                if gen[d] < 0:
+                    ordered = False
+                    break
+                if gen[d] + 1 > g:
+                    g = gen[d] + 1
+            gen[i] = g
+    return ordered
+
+
 cdef inline int32_t _enqueue(Node* w, int32_t p, int32_t tag, int32_t* bucket,
                              int32_t* loc_id, int32_t* loc_nxt, int32_t nl) noexcept nogil:
     """Stamp p, put it in the bucket of its generation (LIFO list of local slots nl), and
@@ -177,12 +235,10 @@ cdef void _batch(Node* w, double* slab, int32_t* scratch, i64 n, int32_t* bucket
                 w[p].slot = nslot
                 vp = slab + nslot * nb
                 nslot += 1
-                for col in range(nb):
-                    vp[col] = 0.5 * vj[col]
+                row_half(vp, vj, nb)
             else:
                 vp = slab + w[p].slot * nb
-                for col in range(nb):
-                    vp[col] += 0.5 * vj[col]
+                row_add_half(vp, vj, nb)
     # ---- forward: x = L D u on the ancestors (parents first); x_j = a(key, j)
     for k in range(na - 1, -1, -1):
         j = anc[k]
@@ -193,8 +249,7 @@ cdef void _batch(Node* w, double* slab, int32_t* scratch, i64 n, int32_t* bucket
         vj = slab + w[j].slot * nb
         vs = _row(w, slab, w[j].sire, nb, anc_tag, anc_tag)
         vd = _row(w, slab, w[j].dam, nb, anc_tag, anc_tag)
-        for col in range(nb):
-            vj[col] = (vj[col] * dj + 0.5 * vs[col]) + 0.5 * vd[col]
+        row_forward(vj, vs, vd, dj, nb)
     # ---- a(key, m) for each mate by the tabular rule a(., t) = (a(., sire_t) + a(., dam_t)) / 2,
     # memoised over the batch.  The unknown ancestors of m are gathered generation by
     # generation (many misses in flight), then evaluated parents first.  Animals below
@@ -236,8 +291,7 @@ cdef void _batch(Node* w, double* slab, int32_t* scratch, i64 n, int32_t* bucket
                 w[j].stamp = memo_tag
                 vj = slab + nslot * nb
                 nslot += 1
-                for col in range(nb):
-                    vj[col] = (0.0 + 0.5 * vs[col]) + 0.5 * vd[col]
+                row_mean(vj, vs, vd, nb)
         F[prog[k]] = 0.5 * _row(w, slab, m, nb, anc_tag, memo_tag)[c]
 
 
