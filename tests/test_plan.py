@@ -77,7 +77,7 @@ class _Spy:
             out = factorize(model, C)
             self.seen.setdefault("n_eq", C.shape[0])
             self.seen.setdefault("nnz_c", C.nnz)
-            self.seen.setdefault("stored", model.selinv.nnz)
+            self.seen.setdefault("analysis", model.factor.analysis())   # CHOLMOD's own figures
             return out
 
         monkeypatch.setattr(likelihood.REMLModel, "_factorize", spy)
@@ -92,8 +92,9 @@ def test_plan_sizes_are_those_the_fit_uses(gryphon_data, monkeypatch):
         res = mvreml.fit(**BIVARIATE, data=g, relmat={"ped": ped}, maxiter=2)
     assert p.equations == spy.seen["n_eq"] == res.model["forecast"]["equations"]
     assert p.nnz_c == spy.seen["nnz_c"]
-    stored_lower = p.sizes.super_lower if p.supernodal else p.nnz_l
-    assert stored_lower == spy.seen["stored"]
+    # the column counts and relaxed supernodes reproduce CHOLMOD's analysis of the fit's C
+    assert p.nnz_l == spy.seen["analysis"]["lnz"]
+    assert p.sizes.super_values == spy.seen["analysis"]["xsize"]
     assert p.nnz_l == res.model["forecast"]["nnz_l"]
     assert p.flops == pytest.approx(float(p.sizes.counts.astype(float) @ p.sizes.counts))
     assert p.seconds_per_iterate > 0 and set(p.seconds) == {"factorization", "selected inverse", "solves"}
@@ -138,15 +139,21 @@ def test_check_memory_false_fits_anyway(gryphon_data, monkeypatch):
 
 
 def test_the_fit_reuses_the_plans_symbolic_analysis(gryphon_data, monkeypatch):
-    import mvreml.cholmod as chol
+    import mvreml.chol as chol
 
     g, ped = gryphon_data
     calls = []
-    analyze = chol.analyze
-    monkeypatch.setattr(chol, "analyze", lambda *a, **k: calls.append(1) or analyze(*a, **k))
+    init = chol.SupernodalFactor.__init__
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        init(self, *a, **k)
+
+    monkeypatch.setattr(chol.SupernodalFactor, "__init__", counted)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mvreml.fit(**BIVARIATE, data=g, relmat={"ped": ped}, maxiter=1)
+        res = mvreml.fit(**BIVARIATE, data=g, relmat={"ped": ped}, maxiter=1)
+    assert "forecast" in res.model          # the forecast ran, and its analysis is the fit's
     assert calls == [1]
 
 
