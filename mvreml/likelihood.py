@@ -175,7 +175,7 @@ class REMLModel:
             with self.timer("factorize"):
                 self.factor.factorize(C)
         except NotPositiveDefiniteError as exc:
-            raise Infeasible(f"mixed-model equations not positive definite ({exc})")
+            raise Infeasible(f"mixed-model equations not positive definite{self._where(exc.column)} ({exc})")
         try:
             logdet = self.factor.logdet()
             if self.selinv is None:
@@ -189,6 +189,17 @@ class REMLModel:
         if not np.isfinite(logdet):
             raise Infeasible(f"mixed-model equations not numerically positive definite (log|C| = {logdet})")
         return logdet
+
+    def _where(self, column) -> str:
+        """" at equation j: term 'animal', level '1005'" for a failed pivot (empty if unknown)."""
+        if column is None:
+            return ""
+        from .backends.base import equation_label
+
+        try:   # the factor formulation of fa carries its own inner design
+            return " at " + equation_label(getattr(self, "idesign", self.design), self.pattern, column)
+        except (AttributeError, IndexError):
+            return f" at equation {int(column)}"
 
     # ----------------------------------------------------------------- evaluate
     def evaluate(self, theta: np.ndarray, derivatives: bool = True) -> Evaluation:

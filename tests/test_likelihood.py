@@ -150,7 +150,8 @@ def test_engine_not_positive_definite_mme_is_infeasible_naming_the_equation():
     bad.data[bad.indptr[k]] = -1.0                    # its diagonal (sorted CSC: first in the column)
     assert bad.indices[bad.indptr[k]] == k
     model.factor_theta = None                         # as evaluate() does before factorizing
-    with pytest.raises(Infeasible, match=f"equation {k} "):
+    level = design.random[0].levels[2]
+    with pytest.raises(Infeasible, match=f"at equation {k}: term 'A', level '{level}'"):
         model._factorize(bad)
     assert not model.factor.solvable
     with pytest.raises(FactorizationError, match="no factor held"):
