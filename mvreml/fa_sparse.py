@@ -134,6 +134,8 @@ class FactorREMLModel(REMLModel):
         self.obs_per_unit = np.diff(design.unit_start)
         self.logw = float(np.sum(self.obs_per_unit * np.log(design.weights)))
         self.factor = self.selinv = self.factor_theta = None
+        self.backend = None          # the factor formulation runs on the engine's CHOLMOD only
+        self._fixed_pos = False      # as REMLModel: the fixed block's positions, looked up once
         self.fa_index = fa_index
         self.fb = blocks[fa_index]
         self.rr = self.fb.structure.name == "rr"
