@@ -299,6 +299,18 @@ def ar1_term_levels(sub: pd.DataFrame, term, plain_labels, covered: np.ndarray, 
     return levels, level_of_unit, K
 
 
+def _k_derivatives(b, rd, theta_b, dk=None):
+    """The K parameters of an AR1 term: their values, and (column of theta, dK^-1 as a q x q
+    sparse matrix) for each, from ``dk`` (the dK^-1 values) or computed."""
+    st = b.structure
+    kp = np.asarray(theta_b, float)[st.k_slice]
+    dk = rd.kcor.derivatives(kp) if dk is None else dk
+    first = b.start + st.n_g
+    mats = [(first + j, sp.csc_matrix((dk[j], rd.kcor.rows, rd.kcor.indptr), shape=(rd.q, rd.q)))
+            for j in range(st.n_params - st.n_g)]
+    return kp, dk, mats
+
+
 def ar1_term_variates(b, rd, theta_b, U, Z, F) -> list:
     """Working variates of the K parameters of an AR1 term into F; returns the dK^-1 values.
 
@@ -306,13 +318,9 @@ def ar1_term_variates(b, rd, theta_b, U, Z, F) -> list:
     before the selected inverse overwrites the factor (mvreml.chol); the score follows in
     `ar1_term_score`.
     """
-    st = b.structure
-    kp = np.asarray(theta_b, float)[st.k_slice]
-    dk = rd.kcor.derivatives(kp)
-    first = b.start + st.n_g
-    for j in range(st.n_params - st.n_g):
-        dK = sp.csc_matrix((dk[j], rd.kcor.rows, rd.kcor.indptr), shape=(rd.q, rd.q))
-        F[:, first + j] = Z @ (-rd.kcor.apply(kp, dK @ U)).ravel()
+    kp, dk, mats = _k_derivatives(b, rd, theta_b)
+    for col, dK in mats:
+        F[:, col] = Z @ (-rd.kcor.apply(kp, dK @ U)).ravel()
     return dk
 
 
@@ -323,14 +331,11 @@ def ar1_term_score(pat, b, rd, theta_b, U, Gi, cinv, dk, score) -> None:
     (x) G^-1 E)], the trace sum_ab dK^-1_ab <G^-1, E_ab> (the adjoint map of C's assembly with
     dK^-1's values).
     """
-    st = b.structure
-    kp = np.asarray(theta_b, float)[st.k_slice]
+    kp, dk, mats = _k_derivatives(b, rd, theta_b, dk)
     tr1 = rd.kcor.dlogdet(kp)
-    first = b.start + st.n_g
-    for j in range(st.n_params - st.n_g):
-        dK = sp.csc_matrix((dk[j], rd.kcor.rows, rd.kcor.indptr), shape=(rd.q, rd.q))
+    for j, (col, dK) in enumerate(mats):
         Sd = U.T @ (dK @ U) + pat.term_trace(b.k, cinv, dk[j])
-        score[first + j] = -0.5 * (rd.t * tr1[j] + float(np.sum(Gi * Sd)))
+        score[col] = -0.5 * (rd.t * tr1[j] + float(np.sum(Gi * Sd)))
 
 
 def hold_orphan_correlations(run, theta) -> bool:
