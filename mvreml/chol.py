@@ -294,6 +294,9 @@ class SupernodalInverse:
                                      f"(column {factor.perm[col]} of C); C is not positive definite")
         if code == 3:
             raise MemoryError("no memory for the selected-inverse workspace")
+        if code == 4:
+            self._z = None                   # a partial inverse is no inverse
+            raise KeyboardInterrupt
         self._z = x
         return self
 

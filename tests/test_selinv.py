@@ -473,3 +473,65 @@ def test_supernodal_zero_pivot_is_reported(case):
     sup, pi, px, s = f._f.supernodes()
     assert supinv.check_structure(sup, pi, px, s, c.shape[0], x.size) == 0
     assert supinv.check_structure(sup[::-1].copy(), pi, px, s, c.shape[0], x.size) != 0
+
+
+def test_supernodal_inverse_kernel_looks_at_signals():
+    """A signal during the in-place inverse (Ctrl-C on a long fit) ends the kernel within its
+    next SIGNAL_FLOPS of work, with code 4, instead of minutes later on a large factor."""
+    import signal
+
+    from mvreml._core import supinv
+
+    rng = np.random.default_rng(3)
+    blocks = []
+    for _ in range(3000):                     # 3,000 dense 100 x 100 supernodes: ~3e9 flops
+        a = rng.standard_normal((100, 100))
+        blocks.append(a @ a.T + 100 * np.eye(100))
+    c = sp.tril(sp.block_diag(blocks, format="csc"), format="csc")
+    f = supernodal_factor(c, "natural")
+    sup, pi, px, s_ = f._f.supernodes()
+    x = f._f.values()
+    info = np.zeros(2, dtype=np.int64)
+    t0 = time.perf_counter()
+    supinv.selinv_inplace(sup, pi, px, s_, x, info)         # uninterrupted: the whole kernel
+    whole = time.perf_counter() - t0
+    assert info[0] == 0
+    f.factorize(c)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, whole / 10)
+        t0 = time.perf_counter()
+        supinv.selinv_inplace(sup, pi, px, s_, x, info)
+        stopped = time.perf_counter() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert info[0] == 4 and 0 <= info[1] < c.shape[0]
+    assert stopped < 0.6 * whole
+
+
+def test_an_interrupted_inverse_raises_and_leaves_nothing_to_read(monkeypatch):
+    """chol's wrapper of the kernel: code 4 is KeyboardInterrupt, the factor consumed (x is
+    partly overwritten: solves refactorize) and no partial inverse left to read."""
+    from mvreml import chol
+    from mvreml.chol import SupernodalInverse
+
+    c = SUPER_CASES[sorted(SUPER_CASES)[0]]()
+    f = supernodal_factor(c, "amd")
+    rows, cols = lower_pairs(c)
+    si = SupernodalInverse(f, rows, cols)
+    si.compute(f)                                            # a good inverse first
+    f.factorize(c)
+
+    def interrupted(sup, pi, px, s, x, info):
+        info[0], info[1] = 4, 0
+    monkeypatch.setattr(chol._k, "selinv_inplace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        si.compute(f)
+    assert f.state == "consumed" and not f.solvable
+    with pytest.raises(FactorizationError, match="no selected inverse"):
+        si.values()

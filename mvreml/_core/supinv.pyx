@@ -21,6 +21,15 @@ from libc.stdlib cimport malloc, free
 from scipy.linalg.cython_blas cimport dtrsm, dsymm, dgemm
 from scipy.linalg.cython_lapack cimport dpotri
 
+cdef extern from "Python.h":
+    # declared without Cython's exception check: the kernel looks at the flag itself, frees its
+    # workspace and returns; the caller raises KeyboardInterrupt
+    int _check_signals "PyErr_CheckSignals"()
+    void _clear_error "PyErr_Clear"()
+
+# flops of work between two looks at pending signals (Ctrl-C): ~0.05 s of BLAS work
+cdef double SIGNAL_FLOPS = 2e8
+
 
 cdef inline Py_ssize_t _lower_bound(const int64_t* arr, Py_ssize_t lo, Py_ssize_t n,
                                     int64_t t) noexcept nogil:
@@ -188,7 +197,8 @@ def selinv_inplace(const int64_t[::1] sup, const int64_t[::1] pi, const int64_t[
     The structure must have passed `check_structure`. info (length 2) receives (0, 0) on
     success; (1, j) when the pattern is not closed under elimination at column j (not a
     Cholesky pattern); (2, j) when the diagonal block holding column j is singular; (3, 0)
-    when the workspace could not be allocated. On a failure x is partly overwritten.
+    when the workspace could not be allocated; (4, j) when a signal (Ctrl-C) arrived, looked
+    at every SIGNAL_FLOPS of work. On a failure x is partly overwritten.
     """
     cdef Py_ssize_t ns = sup.shape[0] - 1
     cdef Py_ssize_t n = sup[ns] if ns >= 0 else 0
@@ -208,6 +218,7 @@ def selinv_inplace(const int64_t[::1] sup, const int64_t[::1] pi, const int64_t[
     cdef Py_ssize_t *col2super = NULL
     cdef const int64_t *R
     cdef const int64_t *RK
+    cdef double since_check = 0.0
 
     info[0] = 0
     info[1] = 0
@@ -241,6 +252,16 @@ def selinv_inplace(const int64_t[::1] sup, const int64_t[::1] pi, const int64_t[
                 X = &x[px[j]]
                 R = &s[pi[j] + w]
                 small = w <= 64 and (<double> m * m * w + <double> w * w * (m + w)) <= SMALL_FLOPS
+                since_check += <double> m * m * w + <double> w * w * (m + w)
+                if since_check > SIGNAL_FLOPS:
+                    since_check = 0.0
+                    with gil:
+                        if _check_signals() != 0:
+                            _clear_error()
+                            info[0] = 4
+                            info[1] = sup[j]
+                    if info[0] != 0:
+                        break
                 if m > 0:
                     if not small:
                         # Y = L_B L_D^-1, over L_B (rows w.. of the block, leading dimension nsrow)
