@@ -10,7 +10,7 @@ estimated in O(n) before any work is done:
   pairs traced, which grows with the square of the depth: in an inbred line bred for
   thousands of generations every animal has thousands of ancestors.
 - **tabular method over the animals alive** (Emik & Terrill 1949; Henderson 1976;
-  ``_core.ainv.frontier_inbreeding``): a(j, k) is kept only for the animals that still have
+  ``_core.frontier.frontier_inbreeding``): a(j, k) is kept only for the animals that still have
   progeny to come, so its cost is O(n w) for w such animals at once, whatever the depth.
   Chosen when n w is below the estimated trace cost (deep, narrow lines: sib mating,
   selfing, small closed colonies) and w is at most ``_FRONTIER_MAX_WIDTH``.
@@ -31,6 +31,7 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from mvreml._core import ainv as _kern
+from mvreml._core import frontier as _deep
 
 log = logging.getLogger("mvreml")
 
@@ -178,7 +179,7 @@ def _plan(sire, dam, comp, n_comp):
     n = sire.size
     first, last = np.empty(n, np.int64), np.empty(n, np.int64)
     width, cost = np.empty(n_comp, np.int64), np.empty(n_comp)
-    _kern.frontier_plan(sire, dam, comp, first, last, width, cost)
+    _deep.frontier_plan(sire, dam, comp, first, last, width, cost)
     return last, width, cost
 
 
@@ -197,7 +198,7 @@ def _by_frontier(sire: np.ndarray, dam: np.ndarray, last: np.ndarray, width: int
     step = max(1, _FRONTIER_CHUNK // width)
     for start in range(0, n, step):
         stop = min(n, start + step)
-        _kern.frontier_inbreeding(sire, dam, last, start, stop, rel, slot, free, state, F)
+        _deep.frontier_inbreeding(sire, dam, last, start, stop, rel, slot, free, state, F)
         progress.update(stop)
     progress.close()
     return F
@@ -234,7 +235,7 @@ def inbreeding_coefficients(sire: np.ndarray, dam: np.ndarray, gen: np.ndarray) 
     older = np.zeros(int(gen.max()) + 2)
     np.cumsum(np.bincount(gen), out=older[1:])
     bound = np.empty(n)
-    _kern.ancestor_bound(sire, dam, gen, older, bound)
+    _deep.ancestor_bound(sire, dam, gen, older, bound)
     keys = np.flatnonzero(np.bincount(key, minlength=n))
     mate = np.where(sire[both] == key, dam[both], sire[both])
     trace = float(bound[keys].sum() + bound[mate].sum())
