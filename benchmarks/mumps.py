@@ -144,7 +144,7 @@ def spawn(key: str, backend: str, ranks: int, outdir: str, analysis_only=False, 
     base = [sys.executable, "-m", "benchmarks.mumps", "--child", "--key", key, "--backend", backend,
             "--outdir", outdir] + (["--analysis-only"] if analysis_only else [])
     cmd = base if backend == "cholmod" else _mpirun(ranks) + base
-    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(REPO))     # the default environment: the engine owns its threads
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode or not lines:

@@ -161,10 +161,6 @@ def seconds_parts(sizes, n_theta: int, gflops: np.ndarray) -> dict:
     }
 
 
-class NoAnalysis(NotImplementedError):
-    """The engine's CHOLMOD binding cannot give its ordering before a numeric factorization."""
-
-
 class Plan:
     """What a fit will need: sizes of the equations and the factor, memory and time.
 
@@ -282,10 +278,7 @@ def forecast(model, threads: int = 1, *, timer=None, analysis=True, timing=True)
             with timer("symbolic"):
                 factor = _analyze(model)
             model.factor = factor
-        try:
-            perm = np.asarray(factor.P())
-        except Exception as exc:    # a binding that orders only when it first factorizes
-            raise NoAnalysis(f"the CHOLMOD binding gives no permutation before factorizing ({exc})") from exc
+        perm = np.asarray(factor.P())     # mvreml.chol orders at its analysis, before any factorization
     with timer("plan"):
         sizes = factor_sizes(pattern.indptr, pattern.indices, perm)
     gflops = blas_gflops(threads) if timing else None

@@ -215,13 +215,9 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
     forecast = None
     if check_memory and solver is None:
         # the symbolic analysis the fit needs anyway, done first: refuse before any numeric work
-        try:
-            forecast = _forecast.forecast(model, n_threads, timer=timer, timing=False)
-        except _forecast.NoAnalysis as exc:
-            log.info("no memory forecast: %s", exc)
-        else:
-            _forecast.check(forecast)
-            forecast = forecast.summary()       # plain numbers: the column counts are not kept
+        forecast = _forecast.forecast(model, n_threads, timer=timer, timing=False)
+        _forecast.check(forecast)
+        forecast = forecast.summary()       # plain numbers: the column counts are not kept
     if isinstance(init, str) and resume is None:
         if init != "pairwise":
             raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")

@@ -19,6 +19,8 @@ it uses otherwise.
 """
 from __future__ import annotations
 
+import abc
+
 import logging
 import time
 
@@ -39,19 +41,20 @@ class NotPositiveDefinite(Exception):
         self.column = column
 
 
-class Backend:
+class Backend(abc.ABC):
     """A sparse symmetric positive definite solver behind the REML engine.
 
-    Subclasses implement the five methods below; :attr:`name` is what ``fit(backend=)``
+    Subclasses implement the five abstract methods below; :attr:`name` is what ``fit(backend=)``
     takes. The pattern of C passed to :meth:`factorize` is that given to :meth:`analyze`.
     """
 
     name = "abstract"
 
+    @abc.abstractmethod
     def analyze(self, C: sp.csc_matrix) -> None:
         """Ordering and symbolic analysis of C (its lower triangle, CSC)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def factorize(self, C: sp.csc_matrix) -> float:
         """Numeric factorization of C (same pattern as analysed); returns log|C|.
 
@@ -60,19 +63,18 @@ class Backend:
         NotPositiveDefinite
             When C is not positive definite (``.column``: the equation, original order).
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def solve(self, B):
         """C^-1 B for a dense (n,) / (n, k) array or a sparse n x k matrix (returned dense)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def set_pattern(self, rows: np.ndarray, cols: np.ndarray) -> None:
         """The (row, col) pairs (original order, either triangle) of C^-1 wanted at each iterate."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def selected_inverse(self) -> np.ndarray:
         """C^-1 at the pairs of :meth:`set_pattern`, in their order, for the current factor."""
-        raise NotImplementedError
 
     def memory_estimate(self) -> dict | None:
         """What the analysis forecasts for the factorization (MB per rank, ...); None if nothing."""
