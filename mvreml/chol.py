@@ -165,9 +165,12 @@ class SupernodalFactor:
         FactorizationError
             Any other CHOLMOD failure (out of memory, invalid input).
         """
+        from ._threads import openmp_within_limit
+
         indptr, indices, data = self._pattern(C)
         try:
-            minor = self._f.factorize(indptr, indices, data)
+            with openmp_within_limit():
+                minor = self._f.factorize(indptr, indices, data)
         except _c.CholmodCallError as exc:
             raise FactorizationError(f"numeric factorization failed: {exc}") from None
         if minor >= 0:

@@ -205,3 +205,26 @@ def test_binding_long_indices_and_version():
     f.factorize(_spd(10))
     x = f._f.values()
     assert x.base is not None and not x.flags.owndata      # a view of CHOLMOD's memory
+
+
+def test_cholmods_openmp_teams_follow_the_thread_limit():
+    # CHOLMOD 3 asks for num_threads(4) teams whatever omp_set_num_threads says: the engine
+    # makes the runtime hold them to the limit while it factorizes, and restores it after
+    from mvreml import _threads
+
+    runtimes = _threads._openmp_runtimes()
+    if not runtimes:
+        pytest.skip("no OpenMP runtime loaded (CHOLMOD built without OpenMP)")
+    rt = runtimes[0]
+    levels, dynamic = rt.omp_get_max_active_levels(), rt.omp_get_dynamic()
+    with _threads.blas_threads(1), _threads.openmp_within_limit():
+        assert rt.omp_get_max_active_levels() == 0
+    with _threads.blas_threads(2), _threads.openmp_within_limit():
+        assert rt.omp_get_dynamic() == 1
+    assert (rt.omp_get_max_active_levels(), rt.omp_get_dynamic()) == (levels, dynamic)
+    low = _spd(80, seed=11)
+    f = SupernodalFactor(low)
+    with _threads.blas_threads(1):
+        f.factorize(low)
+    assert f.logdet() == pytest.approx(np.linalg.slogdet(_full(low))[1], rel=1e-13)
+    assert (rt.omp_get_max_active_levels(), rt.omp_get_dynamic()) == (levels, dynamic)

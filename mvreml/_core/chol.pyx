@@ -50,6 +50,8 @@ cdef extern from "cholmod.h" nogil:
         double fl
         double lnz
         double anz
+        double zrelax[3]
+        size_t nrelax[3]
         cholmod_method_struct method[10]
 
     ctypedef struct cholmod_sparse:
@@ -161,13 +163,15 @@ cdef class Factor:
         cholmod_l_finish(&self.c)
 
     def analyze(self, const int64_t[::1] indptr, const int64_t[::1] indices, str ordering="default",
-                bint postorder=True, int64_t[::1] last=None):
+                bint postorder=True, int64_t[::1] last=None, tuple nrelax=None, tuple zrelax=None):
         """Symbolic analysis of the lower-triangular pattern (indptr, indices), n = len(indptr) - 1.
 
         ``ordering``: "default" (CHOLMOD's own choice: AMD, METIS when AMD fills badly), "best"
         (all of CHOLMOD's methods, the least fill kept), one of `ORDERINGS`, or "camd": minimum
         degree constrained to order the columns flagged 1 in ``last`` (length n, 0 / 1) after
         all the others (CHOLMOD's CAMD, then the analysis of that permutation).
+        ``nrelax`` (3 ints), ``zrelax`` (3 floats): CHOLMOD's relaxed supernodal amalgamation
+        (Common->nrelax, zrelax; None keeps CHOLMOD's defaults 4, 16, 48 and 0.8, 0.1, 0.05).
         """
         cdef size_t n = indptr.shape[0] - 1
         cdef double[::1] nodata = np.empty(0)
@@ -175,6 +179,7 @@ cdef class Factor:
         cdef cholmod_factor *L
         cdef int64_t[::1] perm
         cdef int ok = 1
+        cdef int r
         if ordering == "default":
             self.c.nmethods = 0
         elif ordering == "best":
@@ -188,6 +193,16 @@ cdef class Factor:
             self.c.nmethods = 1
             self.c.method[0].ordering = ORDERINGS[ordering]
         self.c.postorder = postorder
+        if nrelax is not None:
+            if len(nrelax) != 3 or min(nrelax) < 0:
+                raise ValueError(f"nrelax must be 3 non-negative ints, got {nrelax!r}")
+            for r in range(3):
+                self.c.nrelax[r] = <size_t> nrelax[r]
+        if zrelax is not None:
+            if len(zrelax) != 3:
+                raise ValueError(f"zrelax must be 3 floats, got {zrelax!r}")
+            for r in range(3):
+                self.c.zrelax[r] = <double> zrelax[r]
         if ordering == "camd":
             perm = np.empty(max(n, 1), dtype=np.int64)
             with nogil:
@@ -314,6 +329,8 @@ cdef class Factor:
     def analysis(self):
         """CHOLMOD's figures of the last analysis: flops of one factorization, nnz(L), nnz(tril C)."""
         return {"flops": float(self.c.fl), "lnz": float(self.c.lnz), "anz": float(self.c.anz),
+                "nrelax": (int(self.c.nrelax[0]), int(self.c.nrelax[1]), int(self.c.nrelax[2])),
+                "zrelax": (self.c.zrelax[0], self.c.zrelax[1], self.c.zrelax[2]),
                 "xsize": int(self.L.xsize) if self.L != NULL else 0,
                 "nsuper": int(self.L.nsuper) if self.L != NULL else 0}
 
