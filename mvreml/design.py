@@ -439,6 +439,7 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels
     per_trait = [term for term in fixed.terms if term.traits is not None]
     common = [term for term in fixed.terms if term.traits is None]
     has_trait_mean = any(term.rhs.strip() == "1" for term in per_trait)
+    built: dict = {}        # (rhs, intercept) -> the model matrix of the traits that share it
 
     for j, trait in enumerate(traits):
         mine = [term for term in per_trait if trait in term.traits]
@@ -446,7 +447,12 @@ def _fixed_design(sub, fixed: FixedSpec, traits, obs_unit, obs_trait, row_labels
             continue
         intercept = any(term.rhs.strip() == "1" for term in mine) or (not multivariate and fixed.intercept)
         rhs = [term.rhs for term in mine if term.rhs.strip() != "1"]
-        mat, colnames, slices, spec = _model_matrix(sub, rhs, intercept, row_labels)
+        # at(trait):x on every trait asks formulaic for the same matrix t times (0.4 s each
+        # on 100k records and 1,800 levels): build it once, select its columns per trait
+        key = (tuple(rhs), intercept)
+        if key not in built:
+            built[key] = _model_matrix(sub, rhs, intercept, row_labels)
+        mat, colnames, slices, spec = built[key]
         cols, labels, owner = [], [], []
         if intercept and "1" in slices:
             cols.append(slices["1"].start)
