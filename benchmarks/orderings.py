@@ -2,12 +2,15 @@
 
     python -m benchmarks.orderings --sizes M --traits U B T [--orderings default amd metis nesdis]
                                    [--outdir DIR] [--evaluations 6]
+                                   [--relax 4,16,48/0.8,0.1,0.05 16,48,96/0.8,0.2,0.05 ...]
 
 For each problem the C of the first evaluation of a fit (the model of benchmarks.run) is captured
 once; then, per ordering ("camd": minimum degree with the fixed effects last), this process times the symbolic analysis, one numeric
 factorization and one in-place selected inverse (mvreml.chol) in CPU seconds on one BLAS thread, and reports nnz(L), CHOLMOD's flop
 count and the cost of a fit's factor work (analysis + ``--evaluations`` x (factorize + selected
-inverse)), which is what the choice of ordering changes. Prints one JSON record per line.
+inverse)), which is what the choice of ordering changes. ``--relax`` repeats each ordering
+under CHOLMOD's relaxed amalgamations ``nrelax/zrelax`` (3 column limits / 3 fractions of zeros;
+CHOLMOD's defaults when not given). Prints one JSON record per line.
 """
 from __future__ import annotations
 
@@ -51,7 +54,13 @@ def capture_c(size: str, traits: str, outdir: str):
     return captured["C"], captured["pairs"], captured["p"]
 
 
-def time_ordering(C, pairs, p: int, ordering: str, evaluations: int) -> dict:
+def parse_relax(text: str) -> tuple:
+    """"4,16,48/0.8,0.1,0.05" -> ((4, 16, 48), (0.8, 0.1, 0.05))."""
+    n, z = text.split("/")
+    return tuple(int(v) for v in n.split(",")), tuple(float(v) for v in z.split(","))
+
+
+def time_ordering(C, pairs, p: int, ordering: str, evaluations: int, relax=None) -> dict:
     """Seconds of CPU (one BLAS thread: the figures of a shared machine that mean something; wall
     seconds beside them) of the analysis, one factorization and one selected inverse."""
     from mvreml._threads import blas_threads
@@ -60,7 +69,8 @@ def time_ordering(C, pairs, p: int, ordering: str, evaluations: int) -> dict:
     clock = time.process_time
     with blas_threads(1):
         w0, t0 = time.perf_counter(), clock()
-        f = SupernodalFactor(C, ordering=ordering, last=p)
+        nrelax, zrelax = relax if relax else (None, None)
+        f = SupernodalFactor(C, ordering=ordering, last=p, nrelax=nrelax, zrelax=zrelax)
         t1 = clock()
         f.factorize(C)
         t2 = clock()
@@ -73,7 +83,7 @@ def time_ordering(C, pairs, p: int, ordering: str, evaluations: int) -> dict:
     fact, selinv = t2 - t1, t4 - t3
     return {"ordering": ordering, "n": C.shape[0], "symbolic": t1 - t0, "factorize": fact, "positions": t3 - t2,
             "selinv": selinv, "wall": w4 - w0, "lnz": info["lnz"], "xsize": info["xsize"], "nsuper": info["nsuper"],
-            "gflop": info["flops"] / 1e9, "logdet": logdet,
+            "gflop": info["flops"] / 1e9, "logdet": logdet, "nrelax": info["nrelax"], "zrelax": info["zrelax"],
             "fit_factor_work": (t1 - t0) + evaluations * (fact + selinv)}
 
 
@@ -84,14 +94,16 @@ def main(argv=None) -> None:
     ap.add_argument("--orderings", nargs="+", default=["default", "amd", "camd", "metis", "nesdis"])
     ap.add_argument("--outdir", default=str(problems.DEFAULT_DIR))
     ap.add_argument("--evaluations", type=int, default=6)
+    ap.add_argument("--relax", nargs="+", type=parse_relax, default=[None], metavar="N,N,N/Z,Z,Z")
     a = ap.parse_args(argv)
     for size in a.sizes:
         for traits in a.traits:
             C, pairs, p = capture_c(size, traits, a.outdir)
             for ordering in a.orderings:
-                rec = time_ordering(C, pairs, p, ordering, a.evaluations)
-                rec.update(problem=f"{traits}-{size}", nnz_c=int(C.nnz))
-                print(json.dumps(rec), flush=True)
+                for relax in a.relax:
+                    rec = time_ordering(C, pairs, p, ordering, a.evaluations, relax)
+                    rec.update(problem=f"{traits}-{size}", nnz_c=int(C.nnz))
+                    print(json.dumps(rec), flush=True)
             del C, pairs  # one problem's equations in memory at a time
 
 

@@ -70,6 +70,11 @@ class SupernodalFactor:
         With ``ordering="camd"``: the first `last` equations (the fixed effects, in the engine)
         are ordered after all the others (constrained minimum degree), so the trailing block of
         L, and of the selected inverse, holds their whole covariance.
+    nrelax, zrelax : tuple, optional
+        CHOLMOD's relaxed supernodal amalgamation (3 column limits, 3 fractions of explicit
+        zeros); None keeps CHOLMOD's defaults (mvreml.symbolic.NRELAX, ZRELAX), which the
+        engine uses: on U-M, B-M and T-M no other setting made factorization + selected
+        inverse faster beyond the noise (benchmarks/RESULTS.md, 2026-12-02 07:00).
 
     Raises
     ------
@@ -79,7 +84,8 @@ class SupernodalFactor:
         When CHOLMOD's analysis fails (out of memory, an ordering not compiled in).
     """
 
-    def __init__(self, C, ordering: str = "default", postorder: bool = True, last: int = 0):
+    def __init__(self, C, ordering: str = "default", postorder: bool = True, last: int = 0,
+                 nrelax: tuple | None = None, zrelax: tuple | None = None):
         if ordering not in ORDERINGS:
             raise ValueError(f"ordering={ordering!r}: choose one of {', '.join(ORDERINGS)}")
         C = _lower_csc(C)
@@ -94,7 +100,9 @@ class SupernodalFactor:
             flags = np.zeros(self.n, dtype=np.int64)
             flags[:int(last)] = 1
         try:
-            self._f.analyze(self._indptr, self._indices, ordering, bool(postorder), flags)
+            self._f.analyze(self._indptr, self._indices, ordering, bool(postorder), flags,
+                            None if nrelax is None else tuple(int(v) for v in nrelax),
+                            None if zrelax is None else tuple(float(v) for v in zrelax))
         except _c.CholmodCallError as exc:
             raise FactorizationError(f"symbolic analysis of the {self.n} x {self.n} matrix "
                                      f"failed: {exc}") from None

@@ -93,7 +93,7 @@ def _index(a) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def factor_sizes(indptr, indices, perm) -> FactorSizes:
+def factor_sizes(indptr, indices, perm, nrelax=NRELAX, zrelax=ZRELAX) -> FactorSizes:
     """Column counts and CHOLMOD's relaxed supernodes of the Cholesky factor of P C P'.
 
     Parameters
@@ -104,6 +104,9 @@ def factor_sizes(indptr, indices, perm) -> FactorSizes:
     perm : array_like of int
         The fill-reducing permutation: row k of the factored matrix is row ``perm[k]`` of C
         (CHOLMOD's ``P()``).
+    nrelax, zrelax : tuple
+        The relaxed amalgamation the factor was analysed with (CHOLMOD's defaults unless the
+        analysis was given others: `mvreml.chol.SupernodalFactor`'s ``nrelax``, ``zrelax``).
 
     Returns
     -------
@@ -149,7 +152,10 @@ def factor_sizes(indptr, indices, perm) -> FactorSizes:
     del lo_ptr, lo_idx
     super_ptr, snz = np.empty(n + 1, np.int64), np.empty(n + 1, np.int64)
     # CHOLMOD (32-bit indices) refuses to relax a supernode whose block would pass Int_max / 8
-    ns = _k.relaxed_supernodes(parent, counts, *NRELAX, *ZRELAX, _INT32_MAX / 8.0,
+    if len(nrelax) != 3 or len(zrelax) != 3:
+        raise ValueError(f"nrelax and zrelax need 3 values each, got {nrelax!r}, {zrelax!r}")
+    ns = _k.relaxed_supernodes(parent, counts, *(int(v) for v in nrelax), *(float(v) for v in zrelax),
+                               _INT32_MAX / 8.0,
                                super_ptr, snz, np.empty(4 * (n + 1), np.int64))
     return FactorSizes(n=n, counts=counts, parent=parent, super_ptr=super_ptr[:ns + 1].copy(),
                        super_rows=snz[:ns].copy())

@@ -47,6 +47,25 @@ def test_the_relaxed_supernodes_store_what_cholmod_stores(seed):
     assert sizes.super_lower >= sizes.nnz_l
 
 
+@pytest.mark.parametrize("relax", [((4, 16, 48), (0.8, 0.1, 0.05)), ((16, 48, 96), (0.8, 0.2, 0.05)),
+                                   ((0, 0, 0), (0.0, 0.0, 0.0)), ((32, 64, 128), (0.9, 0.5, 0.2))])
+def test_the_supernodes_follow_the_relaxation_the_engine_analyses_with(relax):
+    from mvreml.chol import SupernodalFactor
+
+    rng = np.random.default_rng(31)
+    for _ in range(3):
+        low = _random_spd(rng, int(rng.integers(100, 700)), rng.uniform(0.004, 0.03))
+        f = SupernodalFactor(low, nrelax=relax[0], zrelax=relax[1])
+        info = f.analysis()
+        assert (info["nrelax"], info["zrelax"]) == relax
+        sizes = factor_sizes(low.indptr, low.indices, f.P(), nrelax=relax[0], zrelax=relax[1])
+        assert sizes.super_values == info["xsize"]
+        assert sizes.n_supernodes == info["nsuper"]
+        f.factorize(low)
+        dense = (low + sp.tril(low, -1).T).toarray()
+        assert f.logdet() == pytest.approx(np.linalg.slogdet(dense)[1], rel=1e-12)
+
+
 def test_counts_under_any_permutation_and_a_pattern_without_diagonal():
     rng = np.random.default_rng(7)
     n = 120
