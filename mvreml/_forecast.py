@@ -281,7 +281,10 @@ def forecast(model, threads: int = 1, *, timer=None, analysis=True, timing=True)
         perm = np.asarray(factor.P())     # mvreml.chol orders at its analysis, before any factorization
     with timer("plan"):
         sizes = factor_sizes(pattern.indptr, pattern.indices, perm)
-    gflops = blas_gflops(threads) if timing else None
+    from .chol import THREADED_FLOPS
+
+    # below THREADED_FLOPS the factor's numeric work runs on one thread whatever `threads` says
+    gflops = blas_gflops(threads if sizes.flops >= THREADED_FLOPS else 1) if timing else None
     n_theta = int(model.n_theta)
     memory = memory_parts(sizes, pattern.nnz, model.N, pattern.n_eq, n_theta, int(model.p),
                           selinv_copies=_engine_selinv_copies(model))

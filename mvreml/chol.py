@@ -32,11 +32,27 @@ CHOLMOD_VERSION = _c.VERSION
 _STATE = {_c.EMPTY: "empty", _c.SYMBOLIC: "symbolic", _c.NUMERIC: "numeric", _c.FAILED: "failed",
           _c.CONSUMED: "consumed"}
 _MAX_LISTED = 5
-#: flops of one factorization below which the selected inverse runs its BLAS on one thread: its
-#: supernodes are then small, and a threaded BLAS makes each small call wait for (and spin) its
-#: threads: on a loaded 2-core machine a 100k-equation inverse took 5-20 s instead of 0.3 s, and
-#: T-M (22 Gflop) collapsed the same way with 2 threads; only the L problems pass this bound
+#: flops of one factorization below which the factorization and the selected inverse run their
+#: BLAS on one thread: the supernodes are then small, and a threaded BLAS makes each small call
+#: wait for (and spin) its threads: on a loaded 2-core machine a 100k-equation inverse took 5-20 s
+#: instead of 0.3 s, T-M (22 Gflop) collapsed the same way with 2 threads, and T-M's factorization
+#: took 4.5 s on one thread against 6.7 s on two (load 8.5; on a quiet machine 2 threads changed
+#: nothing on M); only the L problems pass this bound
 THREADED_FLOPS = 1e11
+
+
+def _threads_for(flops: float):
+    """The thread limit of a factor's numeric work: one thread below `THREADED_FLOPS`, else the
+    limit in force (the fit's ``threads``); CHOLMOD's OpenMP teams held to it in both cases."""
+    from contextlib import ExitStack
+
+    from ._threads import blas_threads, openmp_within_limit
+
+    stack = ExitStack()
+    if flops < THREADED_FLOPS:
+        stack.enter_context(blas_threads(1))
+    stack.enter_context(openmp_within_limit())
+    return stack
 
 
 def _lower_csc(C) -> sp.csc_matrix:
@@ -173,11 +189,9 @@ class SupernodalFactor:
         FactorizationError
             Any other CHOLMOD failure (out of memory, invalid input).
         """
-        from ._threads import openmp_within_limit
-
         indptr, indices, data = self._pattern(C)
         try:
-            with openmp_within_limit():
+            with _threads_for(self._analysis["flops"]):
                 minor = self._f.factorize(indptr, indices, data)
         except _c.CholmodCallError as exc:
             raise FactorizationError(f"numeric factorization failed: {exc}") from None
@@ -288,11 +302,7 @@ class SupernodalInverse:
             x = self._buffer
         info = np.zeros(2, dtype=np.int64)
         sup, pi, px, s = factor._f.supernodes()     # this factor's (a copy's are its own)
-        if factor.analysis()["flops"] < THREADED_FLOPS:
-            from ._threads import blas_threads
-            with blas_threads(1):
-                _k.selinv_inplace(sup, pi, px, s, x, info)
-        else:                       # large supernodes: the threads the fit allows
+        with _threads_for(factor._analysis["flops"]):
             _k.selinv_inplace(sup, pi, px, s, x, info)
         if self.in_place:
             factor._f.mark_consumed()        # even on failure: x is partly overwritten
