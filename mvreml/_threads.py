@@ -75,10 +75,25 @@ def openmp_within_limit():
             setter(value)
 
 
+_IN_FORCE: list = []     # the limits blas_threads has set, innermost last
+
+
 @contextmanager
 def blas_threads(n: int):
-    """Limit every BLAS / OpenMP pool loaded in the process (numpy's, CHOLMOD's) to n threads."""
+    """Limit every BLAS / OpenMP pool loaded in the process (numpy's, CHOLMOD's) to n threads.
+
+    A limit already in force (the fit's, around each factorization) is not set again:
+    threadpoolctl looks up the loaded libraries at every call (~3 ms), a fifth of a small fit's
+    evaluation.
+    """
+    if _IN_FORCE and _IN_FORCE[-1] == n:
+        yield
+        return
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=n):
-        yield
+        _IN_FORCE.append(n)
+        try:
+            yield
+        finally:
+            _IN_FORCE.pop()
