@@ -67,8 +67,9 @@ def openmp_within_limit():
     ``parallel for num_threads(4)`` loops: a team of 4 whatever ``omp_set_num_threads`` (what
     threadpoolctl sets) says. Measured on U-M (2 cores, one BLAS thread): 0.38 s of CPU per
     factorization with those teams, 0.19-0.24 s without, the same numbers (each thread scatters
-    its own rows). One thread allowed: no team at all (max-active-levels 0);
-    more: OpenMP's dynamic adjustment, which caps a team at the limit (and at the idle cores).
+    its own rows). One thread allowed: no team at all (max-active-levels 0); more: OpenMP's
+    dynamic adjustment, which caps a team at the limit and, in libgomp, at the cores minus the
+    15-minute load average (at least 1): on a busy machine CHOLMOD's scatter runs on one thread.
     """
     runtimes = _openmp_runtimes()
     saved = []
