@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._core import chol as _c
+from ._core import fgram as _g
 from ._core import supinv as _k
 from .errors import FactorizationError, NotPositiveDefiniteError
 
@@ -198,6 +199,47 @@ class SupernodalFactor:
         return X.reshape(B.shape) if B.ndim == 1 else X
 
     __call__ = solve
+
+    def inverse_gram(self, B) -> np.ndarray:
+        """B' C^-1 B (m x m, dense) for a sparse n x m block B, by forward solves only.
+
+        ||L^-1 P b||^2 instead of b' (C^-1 b): each column is solved only on the supernodes it
+        reaches (mvreml._core.fgram), which for columns nonzero on a few blocks of equations is
+        a small part of L, and no backward solve is needed. The columns are taken in the order
+        of the first supernode they touch, so that the columns reaching a supernode are a short
+        range (the caller's order is restored in the result).
+        """
+        x = self._numeric()
+        B = sp.csc_matrix(B)
+        if B.shape[0] != self.n:
+            raise ValueError(f"B of shape {B.shape} for a {self.n} x {self.n} matrix")
+        m = B.shape[1]
+        B.sum_duplicates()
+        sup, pi, px, s = self._f.supernodes()
+        col_super = np.repeat(np.arange(sup.shape[0] - 1), np.diff(sup))
+        first = np.full(m, sup.shape[0], dtype=np.int64)
+        nz = np.flatnonzero(np.diff(B.indptr))
+        if nz.size:
+            rows_l = col_super[self.pinv[B.indices]]
+            first[nz] = np.minimum.reduceat(rows_l, B.indptr[nz])
+        order = np.argsort(first, kind="stable")
+        Bo = B[:, order]
+        Bo.sort_indices()
+        indptr = np.ascontiguousarray(Bo.indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(Bo.indices, dtype=np.int64)
+        lo = np.empty(sup.shape[0] - 1, dtype=np.int64)
+        hi = np.empty_like(lo)
+        _g.column_ranges(sup, pi, s, self.pinv, indptr, indices, lo, hi)
+        Y = np.zeros((self.n, m), order="F")
+        Y[self.pinv[indices], np.repeat(np.arange(m), np.diff(indptr))] = Bo.data
+        G = np.zeros((m, m), order="F")
+        _g.forward_gram(sup, pi, px, s, x, Y, lo, hi, G)
+        del Y
+        G = np.tril(G)
+        G = G + np.tril(G, -1).T
+        out = np.empty((m, m))
+        out[np.ix_(order, order)] = G
+        return out
 
     def positions(self, rows, cols) -> np.ndarray:
         """Position in the factor's values of each (row, col) pair of C (original order, either
