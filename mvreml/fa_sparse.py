@@ -403,11 +403,12 @@ class FactorREMLModel(REMLModel):
             self._loading_score(ev, sol, x, Rinv, L, score, F)
             Q = ip.residual_trace_pairs(x)
             ee = e[ip.pair_a] * e[ip.pair_b] + Q
+            esum = self._residual_sums(ee)
             for rb, R0, bi in zip(self.res_blocks, mats[self.n_random:], range(self.n_random, len(self.blocks))):
                 tr1, dpairs = self._residual_variates(rb, ev, rstack, F.columns())
                 for jj in range(rb.stop - rb.start):
                     score[rb.start + jj] = -0.5 * (tr1[jj] + dpairs[jj] @ ee)
-                em[bi] = self._residual_em(R0, rstack, ee, rb.section or 0)
+                em[bi] = self._residual_em(R0, rstack, ee, rb.section or 0, esum)
         with self.timer("ai"):
             ev.ai = F.ai(self.Wcur, Rinv, self.factor, rdiag=self._rdiag)
         ev.score = score
@@ -423,17 +424,17 @@ class FactorREMLModel(REMLModel):
         py = Rinv @ ev.residuals                              # P y = R^-1 e
         g, s, v, rec = self.rec_g, self.rec_s, self.rec_v, self.rec
         # data part: 2 sum_i (R^-1 e)_i v_i fhat_{g(i) r}, by site
-        data = np.zeros((c, k))
-        np.add.at(data, s, (py[rec] * v)[:, None] * fhat[g])
+        # (sums by bincount: np.add.at is 5-10x slower)
+        pv = py[rec] * v
+        data = np.column_stack([np.bincount(s, weights=pv * fhat[g, r], minlength=c) for r in range(k)])
         # trace part: 2 sum over pairs and W entries of R^-1_ab v_b W_aj C^{j, f(g(b), r)}
         w = self._rinv_pairs[self.tr_pair] * v[self.tr_entry] * self.Wcur.data[self.tr_wj]
-        tr = np.zeros((c, k))
-        np.add.at(tr, s[self.tr_entry], w[:, None] * x[self.tr_pos])
+        st = s[self.tr_entry]
+        tr = np.column_stack([np.bincount(st, weights=w * x[self.tr_pos[:, r]], minlength=c) for r in range(k)])
         grad = -0.5 * (2.0 * tr - 2.0 * data)
         # working variates: F_sr = [s_i = s] v_i fhat_{g_i r} + v_i lambda_{s_i r} (K h_s)_{g_i},
         # h_s = sum over the records of site s of v_i (P y)_i, by genotype
-        H = np.zeros((q, c))
-        np.add.at(H, (g, s), v * py[rec])
+        H = np.bincount(g * c + s, weights=pv, minlength=q * c).reshape(q, c)
         KH = self._k_times(H)
         DKH = self.design.random[fb.k].kinv @ KH      # D x of the scores' x (their G^-1 is I_k)
         slots = off_f + np.arange(q) * k
