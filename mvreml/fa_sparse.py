@@ -18,7 +18,9 @@ the record pairs). Derivatives with respect to a loading lambda_{s r} (dT = Z_s 
 * tr(P dV) = tr(C^-1 dC) = 2 sum_{pairs (a, b), b at s} R^-1_ab v_b sum_{j in W_a}
   W_aj C^{j, f(g(b), r)}: C^-1 only inside the pattern of C;
 * the working variate dV P y = dT fhat + T (K (x) I) dT' P y, one solve with K^-1 (its
-  Cholesky factor is computed once per model).
+  Cholesky factor is computed once per model); the AI matrix takes every variate as
+  W x + a (here x = K h_s on the scores of factor r, a = dT fhat on the site's records) and
+  needs no dense N x n_theta block (mvreml.fa_ai).
 
 A Result reads the fit through :class:`FactorResultView`: BLUPs in the dense layout, PEVs
 diag(J C^-1 J') with J the map u = Lambda f + delta (lambda_s' C^{f_g f_g} lambda_s +
