@@ -209,10 +209,11 @@ class SupernodalFactor:
         reaches (mvreml._core.fgram), which for columns nonzero on a few blocks of equations is
         a small part of L, and no backward solve is needed. The columns are taken in the order
         of the first supernode they touch, so that the columns reaching a supernode are a short
-        range (the caller's order is restored in the result).
+        range (the caller's order is restored in the result). The dense n x m block of the
+        solves is kept on the factor for the next call (reused while m does not grow).
         """
         x = self._numeric()
-        B = sp.csc_matrix(B)
+        B = sp.csc_matrix(B, copy=True)          # sum_duplicates below must not touch the caller's
         if B.shape[0] != self.n:
             raise ValueError(f"B of shape {B.shape} for a {self.n} x {self.n} matrix")
         m = B.shape[1]
@@ -242,7 +243,14 @@ class SupernodalFactor:
         Y.fill(0.0)
         Y[self.pinv[indices], np.repeat(np.arange(m), np.diff(indptr))] = Bo.data
         G = np.zeros((m, m), order="F")
-        _g.forward_gram(sup, pi, px, s, x, Y, lo, hi, G)
+        if self._analysis["flops"] < THREADED_FLOPS:
+            # many small supernodes (most with a few columns): as the selected inverse, one
+            # BLAS thread (2 threads on a loaded machine: MET-M's 0.5 s became 7.9 s)
+            from ._threads import blas_threads
+            with blas_threads(1):
+                _g.forward_gram(sup, pi, px, s, x, Y, lo, hi, G)
+        else:
+            _g.forward_gram(sup, pi, px, s, x, Y, lo, hi, G)
         G = np.tril(G)
         G = G + np.tril(G, -1).T
         out = np.empty((m, m))
