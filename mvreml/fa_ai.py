@@ -87,6 +87,8 @@ class SplitVariates:
 
 
 class _Columns:
+    """``F[:, j] = f`` (a variate given on all records) into a SplitVariates' record part."""
+
     def __init__(self, variates: SplitVariates):
         self.variates = variates
 
