@@ -295,11 +295,12 @@ class REMLModel:
             # residual, section by section: a parameter of section s moves only its records' R_i
             Q = pat.residual_trace_pairs(x)
             ee = e[pat.pair_a] * e[pat.pair_b] + Q
+            esum = self._residual_sums(ee) if d.lattice is None else None
             for rb, R0, (tr1, dpairs) in zip(self.res_blocks, mats[nr:], res_parts):
                 for j in range(rb.stop - rb.start):
                     score[rb.start + j] = -0.5 * (tr1[j] + dpairs[j] @ ee)
                 # no EM update of a spatial correlation: AI steps only
-                em.append(None if d.lattice is not None else self._residual_em(R0, rstack, ee, rb.section or 0))
+                em.append(None if d.lattice is not None else self._residual_em(R0, rstack, ee, rb.section or 0, esum))
         ev.score = score
         ev.ai = 0.5 * (ai + ai.T)
         ev.em = em
@@ -367,6 +368,11 @@ class REMLModel:
         e = ev.residuals
         dR = rb.structure.derivatives(ev.theta[rb.slice])
         mine = np.flatnonzero(self._pattern_sections() == (rb.section or 0))
+        # only the section's pairs move: a dsum over 50 sites would otherwise pass over every
+        # pair of every section for each section
+        sec = self._section_pairs(rb.section or 0)
+        pp, ia, ib = self.pair_pattern[sec], pat.pair_ia[sec], pat.pair_ib[sec]
+        pa, eb = pat.pair_a[sec], e[pat.pair_b[sec]]
         tr1s, dpairs = [], []
         for j in range(rb.stop - rb.start):
             bstack = np.zeros_like(rstack)
@@ -381,21 +387,35 @@ class REMLModel:
                 bstack[m, :n, :n] = Ri @ H
                 tr1 += self.pattern_count[m] * np.trace(H)
             tr1s.append(tr1)
-            dpairs.append(-self._pair_values(bstack))
-            hp = self._pair_values(hstack, weighted=False)
-            F[:, rb.start + j] = pat.rinv_matrix(hp) @ e
+            dp = np.zeros(len(pat.pair_a))
+            dp[sec] = -(bstack[pp, ia, ib] * self.pair_w[sec])
+            dpairs.append(dp)
+            # (R^-1 dR R^-1 on the pairs) e, row by row: the pairs are in row order
+            F[:, rb.start + j] = np.bincount(pa, weights=hstack[pp, ia, ib] * eb, minlength=self.N)
         return tr1s, dpairs
 
-    def _residual_em(self, R0, rstack, ee, section: int = 0):
+    def _section_pairs(self, section: int) -> np.ndarray:
+        """Indices of the within-unit pairs of residual section `section` (found once)."""
+        cache = self.__dict__.setdefault("_pairs_of_section", {})
+        if section not in cache:
+            cache[section] = np.flatnonzero(self._pattern_sections()[self.pair_pattern] == section)
+        return cache[section]
+
+    def _residual_sums(self, ee) -> np.ndarray:
+        """sum over units of w_i E_i (n_patterns x t x t), E the expected residual products on
+        the pairs (what every section's EM update reads)."""
+        t = self.design.t
+        n_pat = len(self.design.patterns)
+        idx = (self.pair_pattern * t + self.pattern.pair_ia) * t + self.pattern.pair_ib
+        return np.bincount(idx, weights=ee * self.pair_w, minlength=n_pat * t * t).reshape(n_pat, t, t)
+
+    def _residual_em(self, R0, rstack, ee, section: int = 0, esum=None):
         """EM update of R0 of one residual section with missing traits: the expected full-trait
-        residual outer products over the section's units."""
+        residual outer products over the section's units (``esum``: `_residual_sums` of ee,
+        when the caller has it for all sections)."""
         d = self.design
-        pat = self.pattern
         t = d.t
-        n_pat = len(d.patterns)
-        # sum over units of w_i E_i, by pattern and local position
-        idx = (self.pair_pattern * t + pat.pair_ia) * t + pat.pair_ib
-        Esum = np.bincount(idx, weights=ee * self.pair_w, minlength=n_pat * t * t).reshape(n_pat, t, t)
+        Esum = self._residual_sums(ee) if esum is None else esum
         total = np.zeros((t, t))
         n_units = 0
         for m in np.flatnonzero(self._pattern_sections() == section):
