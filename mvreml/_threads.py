@@ -8,6 +8,7 @@ ones (where CHOLMOD's supernodes are big enough to share) on the cores this proc
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 from .errors import ArgumentError
@@ -36,10 +37,30 @@ def choose(threads, n_equations: int) -> int:
     return min(threads, available_cores())
 
 
+_pools = {"controller": None, "modules": -1}
+
+
+def _controller():
+    """threadpoolctl's list of the process's BLAS / OpenMP pools, kept between calls.
+
+    Listing the pools reads the process's memory map and the libraries (5-7 ms on a loaded
+    2-core machine): done per call it was a tenth of a refit of a small model (one per fit
+    and one per selected inverse). The list is made again when modules were imported since
+    (a new extension may bring its own BLAS); CHOLMOD's is loaded first so that it is listed.
+    """
+    from . import chol  # noqa: F401  (loads CHOLMOD and the BLAS it links)
+
+    n_modules = len(sys.modules)
+    if _pools["controller"] is None or _pools["modules"] != n_modules:
+        from threadpoolctl import ThreadpoolController
+
+        _pools["controller"] = ThreadpoolController()
+        _pools["modules"] = n_modules
+    return _pools["controller"]
+
+
 @contextmanager
 def blas_threads(n: int):
     """Limit every BLAS / OpenMP pool loaded in the process (numpy's, CHOLMOD's) to n threads."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n):
+    with _controller().limit(limits=n):
         yield
