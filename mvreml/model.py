@@ -7,8 +7,10 @@
 
 The model builds the objects the formula route builds (a :class:`mvreml.design.Design`,
 the parameter blocks, a :class:`mvreml.likelihood.REMLModel`) and fits them with the same
-iteration and report (:func:`mvreml.reml.iterate`, :func:`mvreml.report.build_result`): one
-engine, so a model given as arrays and the same model given as a formula fit alike.
+iteration and report (:func:`mvreml.reml.iterate`, :func:`mvreml.report.build_result`). The
+formula route is this class too: :func:`mvreml.fit` builds a Model from its Design
+(:meth:`Model.from_formula`, :mod:`mvreml._formula_model`) and calls :meth:`Model._fit`, and its
+Result keeps the model (``Result.mixed_model``, ``Result.refit(y)``): one path.
 """
 from __future__ import annotations
 
@@ -279,8 +281,8 @@ class Model:
             label_init = {k: v for k, v in init.items() if k not in terms}
             unknown = [k for k in label_init if k not in self._names]
             if unknown:
-                raise StartingValueError(f"init names {unknown}, neither terms ({sorted(terms)}) nor parameters "
-                                         f"({self._names})", term=unknown[0])
+                raise StartingValueError(f"init names {unknown}, which are not in the model: neither terms "
+                                         f"({sorted(terms)}) nor parameters ({self._names})", term=unknown[0])
         theta0, scale = starting_values(d, blocks, term_init, P, Y)
         w = float(np.median(d.weights)) if self._weighted else 1.0
         for b in blocks:
@@ -460,7 +462,8 @@ class Model:
                                             ordering=self._ordering)[0]
             new._setup(replace(self._inputs, Y=Y), self._ordering)
             return new
-        design = replace(d, y=Y[d.unit_rows][d.obs_unit, d.obs_trait])
+        rows = d.unit_rows if d.unit_rows is not None else np.arange(Y.shape[0])
+        design = replace(d, y=Y[rows][d.obs_unit, d.obs_trait])
         reml = copy.copy(self._reml)
         reml.design = design
         reml.timer = Timer()
