@@ -36,6 +36,8 @@ from .report import build_result
 from .start import check_traits, phenotypic_covariance, starting_values, unit_residuals
 
 if TYPE_CHECKING:
+    import os
+
     import pandas as pd
 
     from .results import Result
@@ -312,7 +314,8 @@ class Model:
     def fit(self, init: "Mapping | ArrayLike | str | None" = None, fix: str | Sequence[str] | None = None, *,
             maxiter: int = 50, tol: float = 1e-7, verbose: bool = False,
             constraints: "Sequence | ArrayLike | None" = None, fixef_vcov: bool = True,
-            threads: int | None = None) -> "Result":
+            threads: int | None = None, checkpoint: "str | os.PathLike | None" = None,
+            resume: "str | os.PathLike | None" = None) -> "Result":
         """Fit by AI-REML, as :func:`mvreml.fit` does (which builds a Model and calls this).
 
         Parameters
@@ -324,7 +327,7 @@ class Model:
             ``"pairwise"``.
         fix : str or sequence of str, optional
             Terms or single parameters (by label) held at their ``init`` values.
-        maxiter, tol, verbose, threads
+        maxiter, tol, verbose, threads, checkpoint, resume
             As in :func:`mvreml.fit`.
         constraints : list of groups or matrix, optional
             Equality / fixed-ratio constraints between parameters by component label (or a
@@ -345,7 +348,7 @@ class Model:
         opts = fit_options(maxiter=maxiter, verbose=verbose, tol=tol, fix=fix)
         result, state = self._fit(init, opts["fix"], maxiter=opts["maxiter"], tol=opts["tol"],
                                   verbose=opts["verbose"], constraints=constraints, fixef_vcov=fixef_vcov,
-                                  threads=threads)
+                                  threads=threads, checkpoint=checkpoint, resume=resume)
         warn_fit(result, state)
         return result
 

@@ -171,3 +171,18 @@ def test_fixef_vcov_on_first_access_equals_the_eager_and_the_dense(gryphon_data)
     js = mvreml.Result.from_json(res3.to_json())
     np.testing.assert_allclose(js.fixef_vcov, lazy, rtol=1e-10, atol=1e-14)
     assert _quiet(m.fit, fixef_vcov=False).fixef_vcov is None
+
+
+def test_array_model_checkpoints_and_resumes(tmp_path):
+    from test_model import _small
+
+    Y, Z, _ = _small(seed=4, n=200, q=25)
+    m = mvreml.Model(Y, np.ones((len(Y), 1)), random=[mvreml.Random(Z, mvreml.structures.US(2), name="fam")])
+    full = m.fit()
+    assert full.iterations > 2
+    path = tmp_path / "fit.ckpt"
+    part = _quiet(m.fit, maxiter=2, checkpoint=path)
+    assert not part.converged and part.iterations == 2
+    resumed = m.fit(resume=path)
+    assert resumed.iterations == full.iterations
+    _assert_components(full, resumed)
