@@ -186,3 +186,21 @@ def test_array_model_checkpoints_and_resumes(tmp_path):
     resumed = m.fit(resume=path)
     assert resumed.iterations == full.iterations
     _assert_components(full, resumed)
+
+
+def test_chained_warm_refits_start_from_the_previous_refit():
+    from test_model import _small
+
+    Y, Z, _ = _small(seed=6, n=200, q=25)
+    base = mvreml.Model(Y, np.ones((len(Y), 1)), random=[mvreml.Random(Z, mvreml.structures.US(2), name="fam")])
+    first = base.fit()
+    r1 = base.refit(_noisy(Y, 1, 0.5))
+    Y2 = _noisy(Y, 2, 0.5)
+    r2 = r1.refit(Y2, warm=True)       # r1's model: its last fit is r1
+    start = base.with_response(Y2).loglik(r1.varcomp["estimate"].to_numpy())
+    assert r2.history["loglik"].iloc[0] == pytest.approx(start, rel=1e-12)
+    assert start != pytest.approx(base.with_response(Y2).loglik(first.varcomp["estimate"].to_numpy()), rel=1e-9)
+    # the fresh fit's optimum to the convergence tolerance
+    fresh = base.with_response(Y2).fit()
+    assert r2.converged and r2.loglik == pytest.approx(fresh.loglik, rel=1e-9)
+    np.testing.assert_allclose(r2.varcomp["estimate"], fresh.varcomp["estimate"], rtol=1e-3, atol=1e-6)
