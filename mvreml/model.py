@@ -494,7 +494,10 @@ class Model:
             refits, so that a refit does not depend on the order of the others) instead of the
             default starting values. Off by default, so that a refit starts where a fresh fit
             of the same data starts and reaches the same estimates; a warm start reaches the
-            same optimum to the convergence tolerance. Ignored when ``init=`` is given.
+            same optimum to the convergence tolerance. Ignored when ``init=`` is given. A
+            chain of refits, each from the one before (replicates of a simulation study):
+            ``res = res.refit(y, warm=True)`` (:meth:`mvreml.Result.refit` refits the model of
+            ``res``, whose last fit is ``res``).
         **fit_options
             As :meth:`fit` takes them (``init``, ``fix``, ``constraints``, ``maxiter``, ...).
         """
