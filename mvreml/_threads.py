@@ -47,6 +47,8 @@ def _controller():
     global _SCAN
     import sys
 
+    from . import chol  # noqa: F401  (loads CHOLMOD and the BLAS it links, so that they are listed)
+
     if _SCAN is None or _SCAN[0] != len(sys.modules):
         from threadpoolctl import ThreadpoolController
 

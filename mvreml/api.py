@@ -1,8 +1,8 @@
 """`mvreml.fit`: formula strings + data -> a fitted :class:`mvreml.Result`.
 
-The pipeline, lme4-style: parse (formula) -> design (data) -> REML model (likelihood) ->
-iterate (reml) -> report (results). This module only wires the pieces together and
-turns user inputs (init=, fix=) into parameter vectors.
+The pipeline, lme4-style: parse (formula) -> design (data) -> :class:`mvreml.Model` (the
+array route's object, built from the Design) -> its fit (iterate, report). This module parses,
+checks the data and the memory forecast, and hands the rest to the Model: one engine.
 """
 from __future__ import annotations
 
@@ -12,20 +12,17 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
-from . import _forecast, _threads, backends, estimable, fa_sparse
-from ._fitrun import fix_mask, run, warn_fit
+from . import _forecast, _threads, backends, estimable
+from ._fitrun import warn_fit
 from ._timing import Timer
 from ._validate import fit_options
-from ._workspace import labels as component_labels
 from .design import Design, build_design
-from .errors import ModelError, StartingValueError
+from .errors import StartingValueError
 from .formula import parse_fixed, parse_random, parse_residual
-from .likelihood import ParamBlock, REMLModel
-from .report import build_result
-from .start import check_traits, pairwise_init, phenotypic_covariance, starting_values, unit_residuals
+from .likelihood import ParamBlock
+from .start import check_traits, phenotypic_covariance, unit_residuals
 from .lattice import Lattice
 from .structures import Product, Structure, make_structure
 
@@ -202,53 +199,33 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
 
     Returns (Result, FitState); warnings are left to the caller.
     """
+    from ._formula_model import FormulaSource, build
+
     t_start = time.perf_counter()
     timer = Timer()
-    design, Y, P, blocks = prepare(fspec, rspec, resid, data, relmat=relmat, weights=weights,
-                                   missing_animals=missing_animals, timer=timer)
     solver = backends.make(backend, ordering)
-    if solver is None:
-        model = fa_sparse.make_model(design, blocks, ordering=ordering, timer=timer)
-    else:   # MUMPS: the dense formulation of every term (the factor formulation is CHOLMOD's)
-        model = REMLModel(design, blocks, ordering=ordering, timer=timer, backend=solver)
-    n_threads = _threads.choose(threads, model.pattern.n_eq)
+    source = FormulaSource(fspec, rspec, resid, data, relmat, weights, missing_animals, labels)
+    # one engine: the formula route builds the Model of the array route from its Design and fits it
+    model, Y, P = build(source, ordering=ordering, timer=timer, backend=solver)
+    if not (init is None or isinstance(init, (str, Mapping))):
+        raise StartingValueError(f"init= takes a dict {{term: matrix}} or 'pairwise', not {type(init).__name__}")
+    n_threads = _threads.choose(threads, model._reml.pattern.n_eq)
     forecast = None
     if check_memory and solver is None:
         # the symbolic analysis the fit needs anyway, done first: refuse before any numeric work
-        forecast = _forecast.forecast(model, n_threads, timer=timer, timing=False)
+        forecast = _forecast.forecast(model._reml, n_threads, timer=timer, timing=False)
         _forecast.check(forecast)
         forecast = forecast.summary()       # plain numbers: the column counts are not kept
-    if isinstance(init, str) and resume is None:
-        if init != "pairwise":
-            raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")
-        options = dict(relmat=relmat, weights=weights, maxiter=maxiter, ordering=ordering, tol=tol,
-                       missing_animals=missing_animals)
-        init = pairwise_init(fspec, rspec, resid, data,
-                             lambda f, r, e: _fit_parsed(f, r, e, data, **options)[0],
-                             pd.DataFrame(P, index=design.traits, columns=design.traits))
-    elif isinstance(init, str) and init == "pairwise":
-        init = None                     # resuming: theta comes from the checkpoint
-    elif init is not None and not isinstance(init, Mapping):
-        raise StartingValueError(f"init= takes a dict {{term: matrix}} or 'pairwise', not {type(init).__name__}")
-    theta0, scale = starting_values(design, blocks, init, P, Y)
-    for b in blocks:
-        if b.k is None:     # every residual section
-            estimable.scale_residual(b, theta0, scale, estimable.residual_weight_scale(design, weights),
-                                     from_init=bool(init) and (b.name in init or "units" in init))
-    given = np.zeros(len(theta0), bool)
-    for b in blocks:
-        given[b.slice] = bool(init) and (b.name in init or (b.k is None and "units" in init))
-    mask = fix_mask(blocks, component_labels(model), fix, given, error=ModelError)
-    with _threads.blas_threads(n_threads), _closing(solver):
-        state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
-                    constraints=constraints, checkpoint=checkpoint, resume=resume)
-        fixed, random, residual = labels or (None, None, resid.label)
-        result = build_result(fa_sparse.result_model(model), state, fixed, random, residual, timer=timer,
-                              seconds=time.perf_counter() - t_start)
-    result.model["blas_threads"] = n_threads
+    with _closing(solver):
+        result, state = model._fit(init, fix, maxiter=maxiter, tol=tol, verbose=verbose, constraints=constraints,
+                                   threads=n_threads, checkpoint=checkpoint, resume=resume, checked=(Y, P),
+                                   t_start=t_start)
+        if solver is not None:
+            result.fixef_vcov          # noqa: B018  (computed while MUMPS's processes still serve)
     if solver is not None:
         result.model["backend"] = solver.name
         result.model[solver.name] = solver.memory_estimate()
+        result._mixed_model = None          # its MPI processes end with the fit: no refits
     if forecast is not None:
         result.model["forecast"] = forecast
     return result, state

@@ -7,94 +7,42 @@
 
 The model builds the objects the formula route builds (a :class:`mvreml.design.Design`,
 the parameter blocks, a :class:`mvreml.likelihood.REMLModel`) and fits them with the same
-iteration and report (:func:`mvreml.reml.iterate`, :func:`mvreml.report.build_result`): one
-engine, so a model given as arrays and the same model given as a formula fit alike.
+iteration and report (:func:`mvreml.reml.iterate`, :func:`mvreml.report.build_result`). The
+formula route is this class too: :func:`mvreml.fit` builds a Model from its Design
+(:meth:`Model.from_formula`, :mod:`mvreml._formula_model`) and calls :meth:`Model._fit`, and its
+Result keeps the model (``Result.mixed_model``, ``Result.refit(y)``): one path.
 """
 from __future__ import annotations
 
 import copy
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
-from . import _arrays, estimable
+from . import _arrays, estimable, fa_sparse
 from ._arrays import ArrayInputs, Random, Residual
+from ._solutions import Evaluation, Solution
 from ._fitrun import fix_mask, run, warn_fit
 from ._lsq import FixedLeastSquares
 from ._timing import Timer
-from .errors import ArgumentError, StartingValueError
+from .errors import ArgumentError, ModelError, StartingValueError
 from .likelihood import Infeasible, REMLModel
 from .report import build_result
 from .start import check_traits, phenotypic_covariance, starting_values, unit_residuals
 
 if TYPE_CHECKING:
+    import os
+
     import pandas as pd
 
     from .results import Result
 
 __all__ = ["Model", "Random", "Residual", "Evaluation", "Solution"]
-
-@dataclass(frozen=True)
-class Evaluation:
-    """The REML log-likelihood and its derivatives at one parameter value.
-
-    Attributes
-    ----------
-    loglik : float
-        The REML log-likelihood (mvreml's constant: ``Result.loglik``).
-    score : ndarray (n_params,)
-        d log L / d theta.
-    ai : ndarray (n_params, n_params)
-        The average-information matrix (minus the expected Hessian, approximately).
-    names : tuple of str
-        The parameters' labels, in the order of theta.
-    """
-
-    loglik: float
-    score: np.ndarray
-    ai: np.ndarray
-    names: tuple
-
-
-@dataclass(frozen=True)
-class Solution:
-    """The mixed-model equations solved at one parameter value.
-
-    Attributes
-    ----------
-    fixef : ndarray (p,)
-        Fixed effects (BLUE), in the order of ``fixef_names``.
-    fixef_se : ndarray (p,)
-        Their standard errors, sqrt(diag of the fixed block of C^-1).
-    fixef_names : list of str
-    blups : dict
-        Term name -> ndarray (q x c): the BLUPs of its levels (rows) and of its traits or
-        coefficients (columns, named by ``columns[term]``).
-    pev : dict
-        Term name -> ndarray (q x c): the prediction error variances of the BLUPs.
-    levels, columns : dict
-        Term name -> the labels of the rows / columns of its BLUP matrix.
-    residuals : ndarray (n x t)
-        y - X b - Z u per unit and trait, NaN where y is missing (and for dropped rows).
-    loglik : float
-        The REML log-likelihood at theta.
-    """
-
-    fixef: np.ndarray
-    fixef_se: np.ndarray
-    fixef_names: list
-    blups: dict
-    pev: dict
-    levels: dict
-    columns: dict
-    residuals: np.ndarray
-    loglik: float
-
 
 class Model:
     """A (multivariate) linear mixed model built from arrays: y = X b + sum_k Z_k u_k + e.
@@ -151,19 +99,66 @@ class Model:
         self._weighted = weights is not None
         self._setup(inputs, ordering)
 
-    def _setup(self, inputs: ArrayInputs, ordering: str, reml: REMLModel | None = None, design=None,
-               shared: dict | None = None):
+    def _setup(self, inputs: ArrayInputs | None, ordering: str, reml: REMLModel | None = None,
+               shared: dict | None = None, formula=None, Y: np.ndarray | None = None):
+        # a model is built from arrays (inputs) or from formulas (formula: a FormulaSource);
+        # past this point both are a Design, its blocks and a REML model
         self._inputs = inputs
+        self._formula = formula
+        self._Y = inputs.Y if inputs is not None else Y     # responses, one row per row given
         self._ordering = ordering
         # what refits of the same design share: least squares on X, the label of X
         self._shared = shared if shared is not None else {}
         self._last_theta = None          # the estimates of this model's last fit
         if reml is None:
             design, blocks = _arrays.build(inputs)
-            reml = REMLModel(design, blocks, ordering=ordering, timer=Timer())
+            reml = fa_sparse.make_model(design, blocks, ordering=ordering, timer=Timer())
         self._reml = reml
-        multi = len(inputs.traits) > 1
+        multi = len(reml.design.traits) > 1
         self._names = [lab for b in reml.blocks for lab in b.structure.labels(b.label_name, multi)]
+
+    @classmethod
+    def _from_design(cls, design, blocks: list, formula, *, ordering: str = "default", timer=None,
+                     backend=None) -> "Model":
+        """The Model of a Design built from formulas (:mvreml.fit and :meth:`from_formula`): the
+        REML model of the formula route (the fa factor formulation where it applies; a MUMPS
+        backend's dense one)."""
+        from ._formula_model import response_matrix
+
+        if backend is None:
+            reml = fa_sparse.make_model(design, blocks, ordering=ordering, timer=timer)
+        else:
+            reml = REMLModel(design, blocks, ordering=ordering, timer=timer, backend=backend)
+        new = object.__new__(cls)
+        new._weighted = formula.weights is not None
+        new._setup(None, ordering, reml=reml, formula=formula, Y=response_matrix(formula))
+        return new
+
+    @classmethod
+    def from_formula(cls, fixed: str, random: str | None = None, residual: str | None = None, *,
+                     data: "pd.DataFrame", relmat: Mapping | None = None, weights: str | None = None,
+                     missing_animals: str = "error", ordering: str = "default") -> "Model":
+        """The model of formula strings and a data frame, as :func:`mvreml.fit` builds it.
+
+        ``mvreml.fit(fixed, random, residual, data=..., **options)`` is
+        ``Model.from_formula(fixed, random, residual, data=...).fit(**options)``; the model
+        then takes new responses (:meth:`with_response`, :meth:`refit`: y on the rows of
+        ``data``, as an array or a frame with the response columns), a new fixed formula
+        (:meth:`with_fixed`) and extra columns to scan (:meth:`scan`).
+
+        Parameters
+        ----------
+        fixed, random, residual, data, relmat, weights, missing_animals, ordering
+            As in :func:`mvreml.fit`.
+
+        Returns
+        -------
+        Model
+        """
+        from ._formula_model import from_formula
+
+        return from_formula(fixed, random, residual, data=data, relmat=relmat, weights=weights,
+                            missing_animals=missing_animals, ordering=ordering)
 
     # ------------------------------------------------------------------ description
     @property
@@ -178,7 +173,7 @@ class Model:
 
     @property
     def traits(self) -> list[str]:
-        return list(self._inputs.traits)
+        return list(self.design.traits)
 
     @property
     def terms(self) -> list[str]:
@@ -255,8 +250,9 @@ class Model:
             pev[rd.name] = diag[off:off + n].reshape(rd.q, rd.t).copy()
             levels[rd.name] = [str(x) for x in rd.levels]
             columns[rd.name] = list(rd.comp_labels)
-        res = np.full(self._inputs.Y.shape, np.nan)
-        res[d.unit_rows[d.obs_unit], d.obs_trait] = ev.residuals
+        res = np.full(self._Y.shape, np.nan)
+        n = d.n_obs - d.n_missing_plots          # a spatial residual's missing plots are no data
+        res[d.unit_rows[d.obs_unit[:n]], d.obs_trait[:n]] = ev.residuals[:n]
         return Solution(fixef=ev.solution[:p].copy(), fixef_se=np.sqrt(np.clip(diag[:p], 0, None)),
                         fixef_names=list(d.fixef_names), blups=blups, pev=pev, levels=levels, columns=columns,
                         residuals=res, loglik=float(ev.loglik))
@@ -269,9 +265,9 @@ class Model:
         """
         d = self.design
         Y = unit_residuals(d)
-        return self._start(init, phenotypic_covariance(d, Y))[:2]
+        return self._start(init, phenotypic_covariance(d, Y), Y)[:2]
 
-    def _start(self, init, P):
+    def _start(self, init, P, Y=None):
         d, blocks = self.design, self.blocks
         terms = {b.name for b in blocks} | {"units"}
         vector = init is not None and not isinstance(init, Mapping)
@@ -287,9 +283,9 @@ class Model:
             label_init = {k: v for k, v in init.items() if k not in terms}
             unknown = [k for k in label_init if k not in self._names]
             if unknown:
-                raise StartingValueError(f"init names {unknown}, neither terms ({sorted(terms)}) nor parameters "
-                                         f"({self._names})", term=unknown[0])
-        theta0, scale = starting_values(d, blocks, term_init, P)
+                raise StartingValueError(f"init names {unknown}, which are not in the model: neither terms "
+                                         f"({sorted(terms)}) nor parameters ({self._names})", term=unknown[0])
+        theta0, scale = starting_values(d, blocks, term_init, P, Y)
         w = float(np.median(d.weights)) if self._weighted else 1.0
         for b in blocks:
             if b.k is None:
@@ -315,59 +311,107 @@ class Model:
             given[self._names.index(k)] = True
         return theta0, scale, given
 
-    def _fix_mask(self, fix, given) -> np.ndarray:
-        return fix_mask(self.blocks, self._names, fix, given)
-
-    def fit(self, init: "Mapping | ArrayLike | None" = None, fix: str | Sequence[str] | None = None, *,
+    def fit(self, init: "Mapping | ArrayLike | str | None" = None, fix: str | Sequence[str] | None = None, *,
             maxiter: int = 50, tol: float = 1e-7, verbose: bool = False,
-            constraints: "Sequence | ArrayLike | None" = None, fixef_vcov: bool = True) -> "Result":
-        """Fit by AI-REML, as :func:`mvreml.fit` does.
+            constraints: "Sequence | ArrayLike | None" = None, fixef_vcov: bool = True,
+            threads: int | None = None, checkpoint: "str | os.PathLike | None" = None,
+            resume: "str | os.PathLike | None" = None) -> "Result":
+        """Fit by AI-REML, as :func:`mvreml.fit` does (which builds a Model and calls this).
 
         Parameters
         ----------
         init : mapping or vector, optional
             Starting values: {term: t x t matrix (or a number)}, {parameter label: value}, or
             both; or a whole theta vector. Others start from a share of the phenotypic
-            covariance, as in :func:`mvreml.fit`.
+            covariance, as in :func:`mvreml.fit`. A model built from formulas also takes
+            ``"pairwise"``.
         fix : str or sequence of str, optional
             Terms or single parameters (by label) held at their ``init`` values.
-        maxiter, tol, verbose
+        maxiter, tol, verbose, threads, checkpoint, resume
             As in :func:`mvreml.fit`.
         constraints : list of groups or matrix, optional
             Equality / fixed-ratio constraints between parameters by component label (or a
             constraint matrix M, theta = M phi), as in :func:`mvreml.fit`.
         fixef_vcov : bool
-            Compute the fixed effects' covariance matrix (``Result.fixef_vcov``, which Wald
-            tests and ``Result.contrast`` need): p solves with the factor, a quarter of a small
-            refit. False leaves it None (standard errors of the fixed effects are kept).
+            Keep the fixed effects' covariance matrix (``Result.fixef_vcov``, which Wald tests
+            and ``Result.contrast`` need). It is computed on first access (p solves with the
+            factor at the estimates, or a read of the selected inverse), not by the fit. False:
+            none (``Result.fixef_vcov`` None; the standard errors of the fixed effects are kept).
 
         Returns
         -------
         mvreml.Result
+            Its :attr:`mvreml.Result.mixed_model` is this model (:meth:`mvreml.Result.refit`).
         """
         from ._validate import fit_options
 
-        t_start = time.perf_counter()
         opts = fit_options(maxiter=maxiter, verbose=verbose, tol=tol, fix=fix)
-        maxiter, tol, verbose, fix = opts["maxiter"], opts["tol"], opts["verbose"], opts["fix"]
-        d, model = self.design, self._reml
-        model.timer = Timer()
-        ls = self._shared.get("lsq")
-        Y = ls.unit_residuals(d) if ls is not None else unit_residuals(d)
-        estimable.check_estimable(d, Y)
-        if self._weighted:
-            estimable.check_weights(d, None, "weights")
-        check_traits(d, Y)
-        theta0, scale, given = self._start(init, phenotypic_covariance(d, Y))
-        mask = self._fix_mask(fix, given)
-        state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
-                    constraints=constraints)
-        result = build_result(model, state, self._fixed_label(), [b.name for b in self.blocks[:model.n_random]],
-                              str(self._inputs.residual.structure), timer=model.timer,
-                              seconds=time.perf_counter() - t_start, fixef_vcov=bool(fixef_vcov))
-        self._last_theta = np.array(state.theta, copy=True)
+        result, state = self._fit(init, opts["fix"], maxiter=opts["maxiter"], tol=opts["tol"],
+                                  verbose=opts["verbose"], constraints=constraints, fixef_vcov=fixef_vcov,
+                                  threads=threads, checkpoint=checkpoint, resume=resume)
         warn_fit(result, state)
         return result
+
+    def _fit(self, init, fix, *, maxiter: int, tol: float, verbose: bool = False, constraints=None,
+             fixef_vcov: bool = True, threads=None, checkpoint=None, resume=None, checked=None,
+             t_start: float | None = None):
+        """The fit of both routes; returns (Result, FitState), warnings left to the caller.
+
+        ``checked``: (Y, P) of :func:`mvreml.api.prepare`, which ran the data checks of the
+        formula route's first fit (its timer kept); else they are run here.
+        """
+        from . import _threads
+
+        t_start = time.perf_counter() if t_start is None else t_start
+        d, model = self.design, self._reml
+        asked = init
+        if checked is None:
+            model.timer = Timer()
+            ls = self._shared.get("lsq")
+            Y = ls.unit_residuals(d) if ls is not None else unit_residuals(d)
+            estimable.check_estimable(d, Y)
+            if self._weighted:
+                estimable.check_weights(d, None if self._formula is None else self._formula.data,
+                                        "weights" if self._formula is None else self._formula.weights)
+            check_traits(d, Y)
+            P = phenotypic_covariance(d, Y)
+        else:
+            Y, P = checked
+        if isinstance(init, str) and init == "pairwise" and self._formula is not None and resume is None:
+            from ._formula_model import pairwise
+
+            init = pairwise(self, P, maxiter=maxiter, tol=tol)
+        elif isinstance(init, str):
+            if init != "pairwise":
+                raise StartingValueError(f"init={init!r}: give a dict of starting values or init='pairwise'")
+            if self._formula is None:
+                raise StartingValueError("init='pairwise' fits sub-models of formulas: a model built from "
+                                         "arrays takes a dict or a theta vector", term="init")
+            init = None                 # resuming: theta comes from the checkpoint
+        theta0, scale, given = self._start(init, P, Y)
+        mask = fix_mask(self.blocks, self._names, fix, given,
+                        error=ArgumentError if self._formula is None else ModelError)
+        n_threads = _threads.choose(threads, model.pattern.n_eq)
+        with _threads.blas_threads(n_threads):
+            state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
+                        constraints=constraints, checkpoint=checkpoint, resume=resume)
+            result = build_result(fa_sparse.result_model(model), state, *self._labels(), timer=model.timer,
+                                  seconds=time.perf_counter() - t_start, fixef_vcov=bool(fixef_vcov))
+        result.model["blas_threads"] = n_threads
+        self._last_theta = np.array(state.theta, copy=True)
+        result._mixed_model = self
+        result._refit_options = dict(init=asked, fix=fix, maxiter=maxiter, tol=tol, constraints=constraints,
+                                     fixef_vcov=fixef_vcov, threads=threads)
+        return result, state
+
+    def _labels(self) -> tuple:
+        """(fixed, random, residual) of Result.model: the formulas' text, or for arrays a label of X,
+        the random terms and the residual structure."""
+        if self._formula is not None:
+            fixed, random, residual = self._formula.labels or (None, None, self._formula.resid.label)
+            return fixed, random, residual
+        return (self._fixed_label(), [b.name for b in self.blocks[:self._reml.n_random]],
+                str(self._inputs.residual.structure))
 
     def _fixed_label(self) -> str:
         """The fixed model's description in Result.model["fixed"]: columns and a hash of X,
@@ -385,28 +429,44 @@ class Model:
         return self._shared["xlabel"]
 
     # ------------------------------------------------------------------ re-use
-    def with_response(self, y: ArrayLike) -> "Model":
+    def with_response(self, y: "ArrayLike | pd.DataFrame") -> "Model":
         """The same model with new responses y (n x t, same traits).
 
         With the same missing-value pattern only y changes: the new model shares the design's
         layout, the mixed-model equations' pattern and the CHOLMOD symbolic analysis (a copy
         of the factor), so its evaluations and fits skip all of that set-up. A different
         pattern of NaN changes the equations: the model is then built afresh (the inputs'
-        checks and K^-1 are still reused). Refits of one design also share a Cholesky factor
-        of X'X for the residuals after the fixed effects (starting values, checks), where a
-        fresh fit runs LSQR: the two agree to rounding.
+        checks and K^-1 are still reused by a model from arrays). Refits of one design also
+        share a Cholesky factor of X'X for the residuals after the fixed effects (starting
+        values, checks), where a fresh fit runs LSQR: the two agree to rounding.
+
+        A model built from formulas takes y on the rows of its data: an array (rows x
+        responses) or a data frame / series with the response columns on the data's index.
+        Its design is built afresh (from the data with these responses) when the pattern of
+        NaN differs, when a spatial residual adds missing plots, or for the fa factor
+        formulation.
         """
-        Y, _ = _arrays.check_response(y, None)
-        if Y.shape != self._inputs.Y.shape:
-            raise ArgumentError(f"y has shape {Y.shape} but the model's y has {self._inputs.Y.shape}", argument="y")
-        inputs = replace(self._inputs, Y=Y)
+        from . import _formula_model
+
+        if self._formula is not None:
+            Y = _formula_model.new_response(self._formula, y)
+        else:
+            Y, _ = _arrays.check_response(y, None)
+            if Y.shape != self._Y.shape:
+                raise ArgumentError(f"y has shape {Y.shape} but the model's y has {self._Y.shape}", argument="y")
+        d = self.design
+        same = (np.array_equal(np.isnan(Y), np.isnan(self._Y)) and d.n_missing_plots == 0
+                and type(self._reml) is REMLModel and self._reml.backend is None)
         new = object.__new__(Model)
         new._weighted = self._weighted
-        if not np.array_equal(np.isnan(Y), np.isnan(self._inputs.Y)):
-            new._setup(inputs, self._ordering)
+        if not same:
+            if self._formula is not None:
+                return _formula_model.build(_formula_model.with_data_response(self._formula, Y),
+                                            ordering=self._ordering)[0]
+            new._setup(replace(self._inputs, Y=Y), self._ordering)
             return new
-        d = self.design
-        design = replace(d, y=Y[d.unit_rows][d.obs_unit, d.obs_trait])
+        rows = d.unit_rows if d.unit_rows is not None else np.arange(Y.shape[0])
+        design = replace(d, y=Y[rows][d.obs_unit, d.obs_trait])
         reml = copy.copy(self._reml)
         reml.design = design
         reml.timer = Timer()
@@ -418,7 +478,8 @@ class Model:
                 reml.factor, reml.selinv = None, None
         if "lsq" not in self._shared:
             self._shared["lsq"] = FixedLeastSquares(d.X)
-        new._setup(inputs, self._ordering, reml=reml, shared=self._shared)
+        new._setup(None if self._inputs is None else replace(self._inputs, Y=Y), self._ordering, reml=reml,
+                   shared=self._shared, formula=self._formula, Y=Y)
         return new
 
     def refit(self, y: ArrayLike, *, warm: bool = False, **fit_options) -> "Result":
@@ -433,7 +494,10 @@ class Model:
             refits, so that a refit does not depend on the order of the others) instead of the
             default starting values. Off by default, so that a refit starts where a fresh fit
             of the same data starts and reaches the same estimates; a warm start reaches the
-            same optimum to the convergence tolerance. Ignored when ``init=`` is given.
+            same optimum to the convergence tolerance. Ignored when ``init=`` is given. A
+            chain of refits, each from the one before (replicates of a simulation study):
+            ``res = res.refit(y, warm=True)`` (:meth:`mvreml.Result.refit` refits the model of
+            ``res``, whose last fit is ``res``).
         **fit_options
             As :meth:`fit` takes them (``init``, ``fix``, ``constraints``, ``maxiter``, ...).
         """
@@ -478,17 +542,27 @@ class Model:
         else:
             th = self.theta(theta)
         try:
-            return scan_columns(self._reml, th, columns, self._inputs.Y.shape[0], names, self.traits)
+            return scan_columns(self._reml, th, columns, self._Y.shape[0], names, self.traits)
         except Infeasible as exc:
             raise ArgumentError(f"theta is outside the parameter space: {exc}", argument="theta") from None
 
-    def with_fixed(self, X: "ArrayLike | sp.spmatrix | Sequence | None",
-                   fixef_names: Sequence | None = None) -> "Model":
+    def with_fixed(self, X: "ArrayLike | sp.spmatrix | Sequence | str | None",
+                   fixef_names: Sequence | None = None, *, data: "pd.DataFrame | None" = None) -> "Model":
         """The same model with a new fixed-effect matrix (as the constructor's X).
 
         The mixed-model equations change with X, so their pattern and analysis are made
         again; the checks of y, Z and K and the K^-1 of the random terms are reused.
+
+        A model built from formulas takes a fixed formula instead (``"y ~ 1 + sex + snp"``,
+        the same responses) and optionally ``data=`` (the data with new columns); its design
+        is built afresh. (:meth:`scan` tests extra columns one at a time without a new design.)
         """
+        if self._formula is not None:
+            from ._formula_model import with_fixed
+
+            return with_fixed(self, X, data)
+        if data is not None:
+            raise ArgumentError("data= is for models built from formulas; give X as an array", argument="data")
         inp = self._inputs
         Xs, names, per_trait = _arrays.check_fixed(X, inp.Y.shape[0], inp.traits, fixef_names)
         new = object.__new__(Model)

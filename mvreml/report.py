@@ -32,8 +32,9 @@ def _expand(reduced, model) -> list:
 
 def build_result(model: REMLModel, state: FitState, fixed: str, random, residual, timer=None,
                  seconds: float = 0.0, fixef_vcov: bool = True):
-    """Assemble the Result of a finished iteration (``fixef_vcov=False``: without the p solves
-    of the fixed effects' covariance, Result.fixef_vcov None)."""
+    """Assemble the Result of a finished iteration. Its ``fixef_vcov`` (p solves with the factor,
+    or a read of the selected inverse) is computed when first asked for; ``fixef_vcov=False``:
+    none (Result.fixef_vcov None)."""
     from .results import Result
 
     d = model.design
@@ -105,8 +106,10 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
     sol = ev.solution
     fixef = pd.DataFrame({"estimate": sol[:p], "std_error": np.sqrt(np.clip(diag[:p], 0, None))},
                          index=pd.Index(d.fixef_names, name="effect"))
-    # the factor held may be that of a candidate the iteration rejected: refactorize at theta
-    fixef_vcov = model.fixed_vcov(theta=theta) if fixef_vcov else None
+    # computed on first access (Result.fixef_vcov), at theta: the factor held may by then be
+    # another point's (a rejected candidate, a later evaluation), fixed_vcov refactorizes
+    theta_hat = np.array(theta, dtype=float, copy=True)
+    pending = (lambda: model.fixed_vcov(theta=theta_hat)) if fixef_vcov else None
     blups = {}
     for rd, off, block in zip(d.random, model.pattern.offsets, model.blocks[:model.n_random]):
         n = rd.q * rd.t
@@ -159,12 +162,13 @@ def build_result(model: REMLModel, state: FitState, fixed: str, random, residual
                   n_units=int(d.n_units), n_dropped=int(d.n_dropped), converged=bool(state.converged),
                   reason=state.reason, iterations=int(state.iterations), history=hist, varcomp=varcomp,
                   components=components, components_vcov=comp_vcov, structures=structures,
-                  term_traits=term_traits, fixef=fixef, fixef_vcov=fixef_vcov,
+                  term_traits=term_traits, fixef=fixef, fixef_vcov=None,
                   fixed_terms={k: list(map(int, v)) for k, v in d.fixed_terms.items()}, blups=blups,
                   diagnostics=diagnostics, model=model_info, residual_table=residual_table)
     # predictions by classify need the fitted model itself (design, factor): kept on the
     # Result, not serialized (a Result read from JSON has none)
-    result._fitted = (model, np.array(theta, dtype=float, copy=True))
+    result._fitted = (model, theta_hat)
+    result._fixef_vcov_pending = pending
     return result
 
 

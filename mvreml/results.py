@@ -111,9 +111,36 @@ class Result:
     def __getstate__(self):
         # the fitted model behind predict(classify=) holds a CHOLMOD factor: not pickled (an
         # unpickled Result, like one read from JSON, predicts from its tables only)
+        self.fixef_vcov                       # noqa: B018  (computed now if it is pending)
         state = dict(self.__dict__)
-        state.pop("_fitted", None)
+        for key in ("_fitted", "_fixef_vcov_pending", "_mixed_model", "_refit_options"):
+            state.pop(key, None)
         return state
+
+    # ------------------------------------------------------------------ the model behind it
+    @property
+    def mixed_model(self):
+        """The :class:`mvreml.Model` this Result was fitted from (for :func:`mvreml.fit` too: the
+        model its formulas built), to refit with new responses or fixed effects; None for a
+        Result read from JSON, unpickled, or fitted over MPI (``backend="mumps"``)."""
+        return self.__dict__.get("_mixed_model")
+
+    def refit(self, y, **fit_options) -> "Result":
+        """The same model fitted to new responses y, with this fit's options (``init``, ``fix``,
+        ``constraints``, ``maxiter``, ``tol``, ...) unless given here: lme4's ``refit``.
+
+        ``y`` as :meth:`mvreml.Model.with_response` takes it (for a formula fit: on the rows
+        of the data, an array or a frame with the response columns). The design's pattern and
+        analysis are reused when the missing values fall alike (:meth:`mvreml.Model.refit`,
+        ``warm=True`` included).
+        """
+        model = self.mixed_model
+        if model is None:
+            raise ModelError("this Result keeps no model to refit (read from JSON, unpickled, or fitted with "
+                             "backend='mumps'): fit again with mvreml.fit or mvreml.Model")
+        options = dict(self.__dict__.get("_refit_options") or {})
+        options.update(fit_options)
+        return model.refit(y, **options)
 
     def _validate(self):
         """Catch an inconsistent Result when it is made, not when a table is asked for."""
@@ -514,5 +541,25 @@ class Result:
             raise ModelError(f"the JSON result lacks fields {missing}")
         return cls(**{f.name: _summary.decode(body[f.name]) for f in fields(cls) if f.name in body})
 
+
+def _get_fixef_vcov(self) -> np.ndarray | None:
+    pending = self.__dict__.get("_fixef_vcov_pending")
+    if pending is not None:
+        # computed on first access (build_result leaves the p solves to whoever asks), from the
+        # fitted model at the estimates: the numbers an eager computation gives
+        self.__dict__["_fixef_vcov_pending"] = None
+        V = pending()
+        self.__dict__["_fixef_vcov"] = None if V is None else np.asarray(V, dtype=float)
+    return self.__dict__.get("_fixef_vcov")
+
+
+def _set_fixef_vcov(self, value) -> None:
+    self.__dict__["_fixef_vcov_pending"] = None
+    self.__dict__["_fixef_vcov"] = value
+
+
+# a property on the dataclass field: the field stays in __init__, fields() and JSON, its value lazy
+Result.fixef_vcov = property(_get_fixef_vcov, _set_fixef_vcov, doc="The fixed effects' covariance (X'V^-1X)^-1 "
+                             "(None if not kept); computed on first access for a Result from a fit.")
 
 from ._lrt import LRT, lrt  # noqa: E402,F401  (public here too: mvreml.results.lrt)

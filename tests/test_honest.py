@@ -80,7 +80,7 @@ def test_a_fit_ending_on_a_rejected_step_reports_its_own_theta(monkeypatch, trai
 
 def test_the_model_factor_is_at_the_reported_theta_after_iterate(monkeypatch):
     """The engine's own state: after iterate the held factor belongs to state.theta."""
-    from mvreml import api
+    from mvreml import model as api      # mvreml.fit reports through mvreml.Model._fit
 
     seen = {}
     build = api.build_result
