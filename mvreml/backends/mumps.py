@@ -6,17 +6,19 @@ definite (``SYM=1``, no pivoting; the host works too, ``PAR=1``):
 - the analysis once (``JOB=1``): ordering and symbolic factorization. Its forecasts of
   memory, ``INFO(15)`` on every rank (MB for the in-core factorization) and ``INFOG(16)`` /
   ``INFOG(17)`` (their maximum and sum), are logged before any factorization;
-- the numeric factorization at each iterate (``JOB=2``) on the entries distributed over the
-  ranks (``ICNTL(18)=3``: rank r gives MUMPS a contiguous share of the lower triangle of C,
-  i.e. whole and partial columns, sent by ``Scatterv``), with the determinant
-  (``ICNTL(33)=1``: det = RINFOG(12) * 2^INFOG(34)) and the count of negative pivots
-  (``INFOG(12)``, > 0 when C is not positive definite);
+- the numeric factorization at each iterate (``JOB=2``) on entries distributed over the
+  ranks (``ICNTL(18)=3``, distributed assembled input: the entries several ranks give at
+  one position are summed), with the determinant (``ICNTL(33)=1``: det = RINFOG(12) *
+  2^INFOG(34)) and the count of negative pivots (``INFOG(12)``, > 0 when C is not positive
+  definite);
 - solves with a dense right-hand side on the host (``JOB=3``);
 - entries of C^-1 on the pattern of C (``ICNTL(30)=1``: A^-1 at a sparse right-hand-side
   pattern given column by column in ``IRHS_PTR`` / ``IRHS_SPARSE``, values in ``RHS_SPARSE``).
 
-The matrix is assembled on rank 0 (the engine's assembly is two sparse mat-vecs into C's
-fixed pattern, cheap beside the factorization); only its values go to the ranks.
+In a fit the ranks assemble C themselves (:mod:`.share`): each its records' W_r'R_r^-1 W_r
+from the rows of the design rank 0 sends it once, rank 0 the G^-1 part; an iterate sends
+only R^-1 by missing-value pattern. A matrix given as such (:meth:`MumpsBackend.analyze`,
+``factorize``: the generic interface) is given to MUMPS whole by rank 0.
 """
 from __future__ import annotations
 
