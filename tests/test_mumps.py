@@ -194,6 +194,20 @@ def test_rank_shares_sum_to_the_records_part_of_c(case):
     np.testing.assert_allclose(total[pat.rows, pat.cols] + g, C.data, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("size", [1, 2, 5, 12])
+def test_pair_ranges_cover_every_pair_once(size):
+    """Every pair on exactly one rank, in order; rank 0 none when there are others (also with
+    more ranks than pairs: the last ones get none)."""
+    from mvreml.backends.share import pair_ranges
+
+    for n in (0, 7, 1000):
+        ranges = pair_ranges(n, size)
+        assert len(ranges) == size
+        got = np.concatenate([np.arange(lo, hi) for lo, hi in ranges])
+        np.testing.assert_array_equal(got, np.arange(n))
+        assert size == 1 or ranges[0] == (0, 0)
+
+
 def _gryphon_model():
     from mvreml import api
     from mvreml.formula import parse_fixed, parse_random, parse_residual
