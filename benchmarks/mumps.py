@@ -5,11 +5,13 @@
 Every fit runs in a fresh process (CHOLMOD: ``python -m benchmarks.mumps --child``; MUMPS:
 ``mpirun -n R python -m benchmarks.mumps --child``), the same model and data as
 benchmarks/run.py. Each rank reports its own peak RSS (``ru_maxrss``), so "memory per
-rank" is measured, not estimated. ``--analyse`` runs MUMPS's analysis alone (no
-factorization) on R ranks and reports its forecasts: INFO(15) per rank (MB for the in-core
+rank" is measured, not estimated; the ranks assemble C as in a fit (rank 0 sends each
+the rows of the design of its records; mvreml.backends.share). ``--analyse`` runs MUMPS's
+analysis alone (no factorization) on R ranks and reports its forecasts: INFO(15) per rank (MB for the in-core
 factorization), INFOG(16) / INFOG(17) (largest rank, all ranks), and the factor's entries.
 Ranks beyond the cores are oversubscribed (``--oversubscribe``): the forecasts do not
-depend on where the ranks run, the timings do.
+depend on where the ranks run, the timings do. ``--timeout`` stops a run (mpirun and its
+ranks, by process group) that takes longer, and says so in its record.
 
 Prints one JSON record per run and, with ``--markdown``, a table for benchmarks/RESULTS.md.
 """
@@ -19,8 +21,10 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -55,7 +59,7 @@ def child(args) -> None:
     t0 = time.perf_counter()
     if args.analysis_only:
         rec.update(_analysis(args, comm))
-    elif rank != 0:          # the serving ranks need no data: rank 0 assembles C
+    elif rank != 0:          # the serving ranks get their rows of the design from rank 0 in the fit
         from mvreml.backends import mpi
 
         mpi.serve(comm)
@@ -80,7 +84,8 @@ def child(args) -> None:
 
 
 def _analysis(args, comm) -> dict:
-    """MUMPS's analysis of the model's C on comm's ranks (rank 0 builds C), nothing more."""
+    """MUMPS's analysis of the model's C on comm's ranks, each given its share as in a fit
+    (rank 0 builds the design and sends the rows), nothing more."""
     import numpy as np
 
     from mvreml.backends import mpi
@@ -89,50 +94,50 @@ def _analysis(args, comm) -> dict:
         mpi.serve(comm)
         return {}
     with mpi.session(comm):
-        C, n_eq, t_pattern = _matrix(args)
+        model, t_pattern = _model(args)
         from mvreml.backends.mumps import MumpsBackend, pivot_order
 
+        pat = model.pattern
         # the pivot order (CHOLMOD's AMD, minutes on T-L) is the same for any number of ranks:
         # computed by the first run, read by the others
+        # (read from the problems' directory if an earlier run left it there, else kept in /tmp:
+        # the problems' directory is read-only to a benchmark)
         cache = Path(args.outdir) / f"{args.key}.perm.npy"
+        if not cache.is_file():
+            cache = Path(tempfile.gettempdir()) / f"mvreml-{args.key}.perm.npy"
         t = time.perf_counter()
         if cache.is_file():
             perm = np.load(cache)
         else:
-            perm = pivot_order(C)
+            import scipy.sparse as sp
+
+            perm = pivot_order(sp.csc_matrix((np.ones(pat.nnz), pat.indices, pat.indptr), shape=(pat.n_eq,) * 2))
             np.save(cache, perm)
         t_order = time.perf_counter() - t
         b = MumpsBackend(comm, ordering=perm)
         t = time.perf_counter()
-        b.analyze(C)
+        b.analyze_model(model)
         est = b.memory_estimate()
         b.close()
-    return dict(n_eq=n_eq, nnz=int(C.nnz), pattern_seconds=t_pattern, ordering_seconds=t_order,
+    return dict(n_eq=int(pat.n_eq), nnz=int(pat.nnz), pattern_seconds=t_pattern, ordering_seconds=t_order,
                 analysis_seconds=time.perf_counter() - t, mumps=est)
 
 
-def _matrix(args):
-    """C of the model at the simulated truth's scale (any positive definite values: the analysis
-    only reads the pattern)."""
-    import numpy as np
-
-    from mvreml.design import build_design
+def _model(args):
+    """The engine's REMLModel of the problem (its design and C's pattern), and the seconds they took."""
+    from mvreml.api import prepare
     from mvreml.formula import parse_fixed, parse_random, parse_residual
-    from mvreml.mme import MMEPattern
+    from mvreml.likelihood import REMLModel
 
     spec, data, rel = _design(args.key, args.outdir)
     fs = parse_fixed(spec["fixed"])
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        design = build_design(data, fs, parse_random(spec["random"], fs.response),
-                              parse_residual(spec["residual"], fs.response), relmat={"ped": rel})
-    pat = MMEPattern(design)
-    t_pattern = time.perf_counter() - t
-    tt = design.t
-    rinv = np.where(pat.pair_ia == pat.pair_ib, 1.0, 0.1) / tt
-    ginv = [np.eye(rd.t) + 0.1 for rd in design.random]
-    return pat.assemble(rinv, ginv), pat.n_eq, t_pattern
+        design, _, _, blocks = prepare(fs, parse_random(spec["random"], fs.response),
+                                       parse_residual(spec["residual"], fs.response), data, relmat={"ped": rel})
+    model = REMLModel(design, blocks)
+    return model, time.perf_counter() - t
 
 
 def _mpirun(ranks: int) -> list:
@@ -145,27 +150,44 @@ def spawn(key: str, backend: str, ranks: int, outdir: str, analysis_only=False, 
             "--outdir", outdir] + (["--analysis-only"] if analysis_only else [])
     cmd = base if backend == "cholmod" else _mpirun(ranks) + base
     env = dict(os.environ, PYTHONPATH=str(REPO))     # the default environment: the engine owns its threads
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    # a session of its own: a run past `timeout` is ended whole (mpirun and its ranks), by its group
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+        return {"key": key, "backend": backend, "ranks": ranks, "error": f"stopped after {timeout:g} s (--timeout)"}
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if p.returncode or not lines:
-        return {"key": key, "backend": backend, "ranks": ranks, "error": (p.stderr or p.stdout)[-2000:]}
+        return {"key": key, "backend": backend, "ranks": ranks, "error": (err or out)[-2000:]}
     return json.loads(lines[-1])
 
 
 def markdown(records: list) -> str:
-    rows = ["| problem | backend | ranks | fit s | iterations | log L | peak RSS per rank (GB) | MUMPS forecast "
-            "per rank (MB) | load |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| problem | backend | ranks | fit s | iterations | log L | per-step seconds | peak RSS per rank (GB) "
+            "| MUMPS forecast per rank (MB) | entries of C given per rank | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         if "error" in r:
             last = (r["error"].strip().splitlines() or ["(no output: killed)"])[-1][:120]
-            rows.append(f"| {r['key']} | {r['backend']} | {r['ranks']} | failed: {last} | | | | | |")
+            rows.append(f"| {r['key']} | {r['backend']} | {r['ranks']} | failed: {last} | | | | | | | |")
             continue
         est = r.get("mumps") or {}
         fc = ", ".join(str(m) for m in est.get("mb_per_rank", [])) or "-"
         fit = r.get("fit", r.get("analysis_seconds"))
+        steps = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("timings") or {}).items()
+                          if k in ("assemble", "symbolic", "factorize", "solve", "selinv", "ai")) or "-"
+        entries = ", ".join(f"{e:,}" for e in est.get("entries_per_rank", [])) or "-"
         rows.append(f"| {r['key']} | {r['backend']}{' (analysis only)' if 'analysis_seconds' in r else ''} | "
-                    f"{r['ranks']} | {fit:.1f} | {r.get('iterations', '-')} | {r.get('loglik', float('nan')):.4f} | "
-                    f"{', '.join(f'{x:.2f}' for x in r['peak_rss_gb_per_rank'])} | {fc} | {r.get('load')} |")
+                    f"{r['ranks']} | {fit:.1f} | {r.get('iterations', '-')} | {r.get('loglik', float('nan')):.8f} | "
+                    f"{steps} | {', '.join(f'{x:.2f}' for x in r['peak_rss_gb_per_rank'])} | {fc} | {entries} | "
+                    f"{r.get('load')} |")
     return "\n".join(rows)
 
 
@@ -177,6 +199,7 @@ def main(argv=None) -> int:
     ap.add_argument("--analysis-ranks", nargs="+", type=int, default=[2, 4, 8])
     ap.add_argument("--outdir", default=str(problems.DEFAULT_DIR))
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--timeout", type=float, default=7200, help="seconds a run may take before it is stopped")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--key", help=argparse.SUPPRESS)
     ap.add_argument("--backend", default="cholmod", help=argparse.SUPPRESS)
@@ -188,11 +211,11 @@ def main(argv=None) -> int:
     records = []
     for key in args.fits:
         for backend, ranks in [("cholmod", 1)] + [("mumps", r) for r in args.ranks]:
-            records.append(spawn(key, backend, ranks, args.outdir))
+            records.append(spawn(key, backend, ranks, args.outdir, timeout=args.timeout))
             print(json.dumps(records[-1]), flush=True)
     for key in args.analyse:
         for ranks in args.analysis_ranks:
-            records.append(spawn(key, "mumps", ranks, args.outdir, analysis_only=True))
+            records.append(spawn(key, "mumps", ranks, args.outdir, analysis_only=True, timeout=args.timeout))
             print(json.dumps(records[-1]), flush=True)
     if args.markdown:
         print(markdown(records))

@@ -226,7 +226,11 @@ class REMLModel:
             rstack = None
             rinv_pairs, logdet_r = self._lattice_parts(theta)
         with self.timer("assemble"):
-            C = pat.assemble(rinv_pairs, ginv)
+            if self.backend is not None and self.backend.assembles:
+                from .backends import Assembly     # the backend's processes assemble C (MUMPS)
+                C = Assembly(rinv_pairs, rstack, ginv)
+            else:
+                C = pat.assemble(rinv_pairs, ginv)
             Rinv = pat.rinv_matrix(rinv_pairs)
             ry = Rinv @ d.y
             rhs = pat.W.T @ ry

@@ -70,6 +70,30 @@ def _csc_from_counts(counts_ptr: tuple, fill, n_rows: int, n_cols: int, idx) -> 
     return M, D
 
 
+def residual_maps(w_indptr, w_indices, w_data, pair_a, pair_b, c_indptr, c_indices) -> tuple:
+    """(M, D): the map of W'R^-1 W into the lower pattern (c_indptr, c_indices) of C, one
+    column per pair of records (a, b) -- C.data += M @ r_ab -- and its diagonal products D.
+
+    W (CSR, sorted columns) may be any rows of the design with the pairs indexing them: a
+    rank of a distributed backend builds the map of its own records (mvreml.backends.share).
+    """
+    idx = c_indices.dtype
+    npair = len(pair_a)
+    nnz = int(c_indices.shape[0])
+    if npair == 0 or nnz == 0:
+        empty = sp.csc_matrix((nnz, npair))
+        return empty, empty.copy()
+
+    def fill(*out):
+        return _k.residual_map(w_indptr, w_indices, w_data, pair_a, pair_b, c_indptr, c_indices, *out, True)
+
+    counts = (np.zeros(npair + 1, np.int64), np.zeros(npair + 1, np.int64))
+    empty_pos, empty_val = np.empty(0, idx), np.empty(0)
+    _k.residual_map(w_indptr, w_indices, w_data, pair_a, pair_b, c_indptr, c_indices,
+                    counts[0], empty_pos, empty_val, counts[1], empty_pos, empty_val, False)
+    return _csc_from_counts(counts, fill, nnz, npair, idx)
+
+
 class MMEPattern:
     """Sparsity pattern of C and the linear maps that fill it.
 
@@ -119,17 +143,10 @@ class MMEPattern:
         self.nnz = int(self.indices.shape[0])
         c_indptr = _i64(self.indptr)
         idx = self.indices.dtype
-        npair = len(a)
         pa, pb = _i64(a), _i64(b)
 
-        def fill_r(*out):
-            return _k.residual_map(w_indptr, w_indices, w_data, pa, pb, c_indptr, self.indices, *out, True)
-
-        counts = (np.zeros(npair + 1, np.int64), np.zeros(npair + 1, np.int64))
+        self.M_R, self.M_Rdiag = residual_maps(w_indptr, w_indices, w_data, pa, pb, c_indptr, self.indices)
         empty_pos, empty_val = np.empty(0, idx), np.empty(0)
-        _k.residual_map(w_indptr, w_indices, w_data, pa, pb, c_indptr, self.indices,
-                        counts[0], empty_pos, empty_val, counts[1], empty_pos, empty_val, False)
-        self.M_R, self.M_Rdiag = _csc_from_counts(counts, fill_r, self.nnz, npair, idx)
 
         self.M_G = []
         self.G_diag = []   # the (a == b, r == s) entries, for the trace of the symmetric sum

@@ -432,15 +432,20 @@ class Result:
         model, theta = fitted
         free = self.varcomp["bound"].isin(["P", "U"]).to_numpy()
         vcov = self.fixef_vcov
+        from .backends import reopened
+
         if method == "satterthwaite":
             from .dendf import SatterthwaiteParts, wald_satterthwaite
 
-            inc, con = wald_satterthwaite(self.fixef, self.fixed_terms, SatterthwaiteParts(model, theta, free))
+            with reopened(model, f"wald(den_df={den_df!r})"):
+                parts = SatterthwaiteParts(model, theta, free)
+                inc, con = wald_satterthwaite(self.fixef, self.fixed_terms, parts)
         else:
             from .kenward_roger import KenwardRoger, wald_kenward_roger
 
-            kr = KenwardRoger(model, theta, free)
-            inc_s, con_s = wald_kenward_roger(self.fixef, self.fixed_terms, kr)
+            with reopened(model, f"wald(den_df={den_df!r})"):
+                kr = KenwardRoger(model, theta, free)
+                inc_s, con_s = wald_kenward_roger(self.fixef, self.fixed_terms, kr)
             vcov = kr.phi_adj            # the F statistics use the adjusted covariance
             inc = {t: v[0] for t, v in inc_s.items()}
             con = {t: v[0] for t, v in con_s.items()}
@@ -482,7 +487,9 @@ class Result:
         Raises
         ------
         ModelError
-            ``classify=`` on a Result read back from JSON: predictions need the fitted model.
+            ``classify=`` on a Result read back from JSON: predictions need the fitted model;
+            after a MUMPS fit on several MPI ranks, outside ``mvreml.backends.collective``
+            (the ranks are needed again: see :func:`mvreml.backends.reopened`).
 
         Examples
         --------
@@ -500,11 +507,13 @@ class Result:
             raise ModelError("predict(classify=...) needs the fitted model (its design and the factor of "
                              "the mixed-model equations), which a Result read from JSON does not carry: "
                              "refit with mvreml.fit to predict")
+        from .backends import reopened
         from .predict import classify_predictions
 
         model, theta = fitted
-        return classify_predictions(model, theta, classify, present=present, average=average,
-                                    ignore=ignore, use=use, levels=levels, sed=sed)
+        with reopened(model, "predict(classify=...)"):      # a MUMPS fit's instance ended with it
+            return classify_predictions(model, theta, classify, present=present, average=average,
+                                        ignore=ignore, use=use, levels=levels, sed=sed)
 
     # ------------------------------------------------------------------ reporting
     def summary(self) -> "_summary.Summary":

@@ -6,11 +6,15 @@ Every rank calls the same ``mvreml.fit`` (rank 0 fits, the others serve MUMPS); 
 per case, log L, the variance components and the fixed effects (or the error's type and
 message) into OUT.json. Cases: the models of :data:`MODELS`, and two faults:
 
-- ``notpd``: C given a negative diagonal at one animal's equation (rank 0's assembly
-  patched), so that the fit cannot start and must say which term and level;
+- ``notpd``: C given a negative diagonal at one animal's equation (rank 0's share of the
+  assembly patched), so that the fit cannot start and must say which term and level;
 - ``die``: rank 1 kills itself (SIGKILL) when the second factorization starts;
 - ``hang``: rank 1 sleeps instead of joining the second factorization (run with
-  MVREML_MPI_TIMEOUT set: rank 0 must abort the run).
+  MVREML_MPI_TIMEOUT set: rank 0 must abort the run);
+- ``predict``: the gryphon-U fit, then ``predict(classify="sex")`` on rank 0 alone (on more
+  than one rank a typed error) and inside ``mvreml.backends.collective`` on every rank.
+
+Run without mpirun, it is one process (MPI's singleton): rank 0 alone.
 """
 import json
 import logging
@@ -56,9 +60,16 @@ def bench_s():
     return mvreml.Pedigree(ped, allow_sire_dam=True), data
 
 
+def slatehall():
+    df = pd.read_csv(HERE / "data" / "agridat" / "gilmour.slatehall.csv")
+    return df.assign(xf=df["col"], yf=df["row"], rowf=df["row"].astype(str), colf=df["col"].astype(str))
+
+
 def model(case):
     """(fixed, dict of fit keywords) of a case."""
-    if case.startswith("gryphon") or case in ("notpd", "die", "hang"):
+    if case == "slatehall":      # a spatial residual: the pairs' R^-1 entries are scattered, not read by pattern
+        return "yield ~ gen + row", dict(data=slatehall(), random="~ rowf + colf", residual="~ ar1(xf):ar1(yf)")
+    if case.startswith("gryphon") or case in ("notpd", "die", "hang", "predict"):
         g, ped = gryphon()
         kw = dict(data=g, relmat={"ped": ped}, random="~ vm(animal, ped)")
         if case == "gryphon-B":
@@ -80,19 +91,24 @@ def fit(case, backend):
 
 
 def spoil_assembly():
-    """Rank 0's C gets -1 on the diagonal of the animal NOTPD_LEVEL's equation."""
-    from mvreml import mme
+    """Rank 0's share of C (the G^-1 part, which every animal's diagonal has) gets -1e6 at the
+    diagonal of the animal NOTPD_LEVEL's equation: C, summed over the ranks, is negative there."""
+    from mvreml.backends import mumps
 
-    original = mme.MMEPattern.assemble
+    where = {}
+    analyze_model, assemble = mumps.MumpsBackend.analyze_model, mumps.MumpsCore.assemble
 
-    def assemble(self, rinv_pairs, ginvs):
-        C = original(self, rinv_pairs, ginvs)
-        rd = self.design.random[0]
-        j = self.offsets[0] + int(np.flatnonzero(rd.levels.astype(str) == NOTPD_LEVEL)[0]) * rd.t
-        C.data[C.indptr[j]] = -1.0          # the diagonal opens every column
-        return C
+    def analyze(self, model):
+        rd = model.design.random[0]
+        where["j"] = model.pattern.offsets[0] + int(np.flatnonzero(rd.levels.astype(str) == NOTPD_LEVEL)[0]) * rd.t
+        return analyze_model(self, model)
 
-    mme.MMEPattern.assemble = assemble
+    def spoiled(self, data):
+        assemble(self, data)
+        self.a_loc[(self.irn_loc == where["j"] + 1) & (self.jcn_loc == where["j"] + 1)] = -1e6
+
+    mumps.MumpsBackend.analyze_model = analyze
+    mumps.MumpsCore.assemble = spoiled
 
 
 def at_second_factorization(action):
@@ -116,6 +132,26 @@ def record(res):
                 fixef=[float(x) for x in res.fixef["estimate"]], mumps=res.model.get("mumps"))
 
 
+def predict_after(res, rank):
+    """predict() after the fit: on rank 0 alone (the ranks have returned: a typed error), then on
+    every rank inside mvreml.backends.collective (rank 0 predicts, the others serve)."""
+    from mvreml.backends import collective
+
+    def table(pred):
+        return dict(value=[float(x) for x in pred["predicted_value"]], std_error=[float(x) for x in pred["std_error"]])
+
+    out = {}
+    if rank == 0:
+        try:
+            out["alone"] = table(res.predict(classify="sex"))
+        except MvremlError as exc:
+            out["alone"] = dict(error=type(exc).__name__, message=str(exc))
+    pred = collective(lambda: res.predict(classify="sex"))
+    if rank == 0:
+        out["predict"] = table(pred)
+    return out
+
+
 def main(out, cases):
     from mpi4py import MPI
 
@@ -136,6 +172,8 @@ def main(out, cases):
                 results[case] = record(res)
         except MvremlError as exc:
             results[case] = dict(error=type(exc).__name__, message=str(exc))
+        if case == "predict":
+            results.setdefault(case, {}).update(predict_after(res, rank))
     if rank == 0:
         Path(out).write_text(json.dumps(results, indent=1))
 

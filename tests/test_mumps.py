@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SCRIPT = HERE / "mpi_fits.py"
 RANKS = 2
-EQUAL_CASES = ["gryphon-U", "gryphon-B", "U-S", "B-S"]
+EQUAL_CASES = ["gryphon-U", "gryphon-B", "U-S", "B-S", "slatehall"]
 
 sys.path.insert(0, str(HERE))
 import mpi_fits  # noqa: E402
@@ -41,6 +41,14 @@ def _mpi_missing() -> str | None:
 MISSING = _mpi_missing()
 needs_mpi = pytest.mark.skipif(MISSING is not None, reason=f"MPI not installed ({MISSING}): `make mpi` "
                                "installs OpenMPI, MUMPS, mpi4py and PyMUMPS")
+
+
+def one_process(out: Path, *cases, timeout=600):
+    """tests/mpi_fits.py in one process, no mpirun (MPI's singleton: rank 0 alone)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(SCRIPT), str(out), *cases], env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def mpirun(out: Path, *cases, timeout=900, **env_vars):
@@ -63,7 +71,7 @@ def mpirun_program(args, timeout=900, cwd=None, **env_vars):
 @pytest.fixture(scope="module")
 def mumps_fits(tmp_path_factory):
     out = tmp_path_factory.mktemp("mumps") / "fits.json"
-    proc = mpirun(out, *EQUAL_CASES, "notpd")
+    proc = mpirun(out, *EQUAL_CASES, "predict", "notpd")     # notpd spoils the assembly for good
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc
 
@@ -101,6 +109,103 @@ def test_mumps_factorization_failure_names_term_and_level(mumps_fits):
     assert fail["error"] == "StartingValueError"
     assert f"term 'animal', level '{mpi_fits.NOTPD_LEVEL}'" in fail["message"]
     assert "negative pivot" in fail["message"]
+
+
+def _cholmod_predictions():
+    pred = mpi_fits.fit("gryphon-U", "cholmod").predict(classify="sex")
+    return pred["predicted_value"].to_numpy(), pred["std_error"].to_numpy()
+
+
+@needs_mpi
+def test_predict_after_a_fit_on_two_ranks(mumps_fits):
+    """On rank 0 alone the ranks are gone: a ModelError saying what to do; inside
+    mvreml.backends.collective on every rank: CHOLMOD's predictions."""
+    got = mumps_fits[0]["predict"]
+    assert got["alone"]["error"] == "ModelError"
+    assert "mvreml.backends.collective(lambda: res.predict(...))" in got["alone"]["message"]
+    assert "ran on 2 MPI ranks" in got["alone"]["message"]
+    value, se = _cholmod_predictions()
+    np.testing.assert_allclose(got["predict"]["value"], value, rtol=1e-8)
+    np.testing.assert_allclose(got["predict"]["std_error"], se, rtol=1e-8)
+
+
+@needs_mpi
+def test_predict_after_a_fit_on_one_process(tmp_path):
+    """backend="mumps" without mpirun: predict() makes a new MUMPS instance and frees it."""
+    proc = one_process(tmp_path / "one.json", "predict")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "one.json").read_text())["predict"]
+    value, se = _cholmod_predictions()
+    for way in ("alone", "predict"):
+        np.testing.assert_allclose(got[way]["value"], value, rtol=1e-8)
+        np.testing.assert_allclose(got[way]["std_error"], se, rtol=1e-8)
+
+
+def _iterate_parts(case):
+    """(REMLModel, Assembly, C assembled on one process) of a case at its starting values."""
+    from mvreml import api
+    from mvreml.backends import Assembly
+    from mvreml.formula import parse_fixed, parse_random, parse_residual
+    from mvreml.likelihood import REMLModel
+    from mvreml.start import starting_values
+
+    fixed, kw = mpi_fits.model(case)
+    fs = parse_fixed(fixed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        design, Y, P, blocks = api.prepare(fs, parse_random(kw["random"], fs.response),
+                                           parse_residual(kw.get("residual"), fs.response), kw["data"],
+                                           relmat=kw.get("relmat"))
+    model = REMLModel(design, blocks)
+    theta, _ = starting_values(design, blocks, None, P, Y)
+    mats = model.matrices(theta)
+    nr = model.n_random
+    ginv = [np.linalg.inv(G) for G in mats[:nr]]
+    if design.lattice is None:
+        rstack, _ = model._residual_parts(mats[nr:])
+        rinv = model._pair_values(rstack)
+    else:
+        rstack, (rinv, _) = None, model._lattice_parts(theta)
+    return model, Assembly(rinv, rstack, ginv), model.pattern.assemble(rinv, ginv)
+
+
+@pytest.mark.parametrize("case", ["gryphon-B", "slatehall"])
+def test_rank_shares_sum_to_the_records_part_of_c(case):
+    """The records split over 3 ranks (rank 0 none), each share built from its rows of W alone:
+    summed (as MUMPS sums them) they are W'R^-1 W, computed densely; with rank 0's G^-1
+    part they are the engine's C."""
+    from mvreml.backends.share import LocalShare, pair_ranges, piece
+
+    model, parts, C = _iterate_parts(case)
+    pat = model.pattern
+    stack = parts.rstack is not None
+    n = pat.n_eq
+    total = np.zeros((n, n))
+    ranges = pair_ranges(len(pat.pair_a), 3)
+    assert ranges[0] == (0, 0) and ranges[-1][1] == len(pat.pair_a)
+    for lo, hi in ranges:
+        share = LocalShare(piece(model, lo, hi, stack))
+        vals = share.values(rstack=parts.rstack) if stack else share.values(rinv=parts.rinv_pairs[lo:hi])
+        np.add.at(total, (share.irn - 1, share.jcn - 1), vals)
+    W = pat.W.toarray()
+    Rinv = pat.rinv_matrix(parts.rinv_pairs).toarray()
+    np.testing.assert_allclose(total, np.tril(W.T @ Rinv @ W), rtol=1e-12, atol=1e-12)
+    g = sum(M @ np.ravel(Gi) for M, Gi in zip(pat.M_G, parts.ginvs))
+    np.testing.assert_allclose(total[pat.rows, pat.cols] + g, C.data, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 12])
+def test_pair_ranges_cover_every_pair_once(size):
+    """Every pair on exactly one rank, in order; rank 0 none when there are others (also with
+    more ranks than pairs: the last ones get none)."""
+    from mvreml.backends.share import pair_ranges
+
+    for n in (0, 7, 1000):
+        ranges = pair_ranges(n, size)
+        assert len(ranges) == size
+        got = np.concatenate([np.arange(lo, hi) for lo, hi in ranges])
+        np.testing.assert_array_equal(got, np.arange(n))
+        assert size == 1 or ranges[0] == (0, 0)
 
 
 def _gryphon_model():

@@ -11,6 +11,11 @@ and "Selected inverse"). A :class:`Backend` provides exactly that:
 - ``solve(B)``,
 - ``set_pattern(rows, cols)`` once and ``selected_inverse()`` after each factorization.
 
+A backend that assembles C itself, distributed over its processes (``assembles = True``:
+MUMPS, :mod:`.share`), is given the model once (``analyze_model``) and, at each iterate,
+the few small matrices C is linear in (:class:`Assembly`: R^-1 by missing-value pattern
+and the terms' G^-1) instead of C (``factorize_assembly``).
+
 :func:`factorize_model` is the one place the engine (``mvreml.likelihood``) calls a backend:
 it analyses on the first call, turns a failure into the engine's ``Infeasible`` naming the
 equation (fixed effect, or term, level and trait), and hands the engine a solve and a
@@ -20,16 +25,36 @@ it uses otherwise.
 from __future__ import annotations
 
 import abc
-
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 log = logging.getLogger("mvreml")
 
-__all__ = ["Backend", "NotPositiveDefinite", "equation_label", "factorize_model"]
+__all__ = ["Assembly", "Backend", "NotPositiveDefinite", "equation_label", "factorize_model"]
+
+
+@dataclass
+class Assembly:
+    """What C is at one iterate, for a backend that assembles it: C = W'R^-1 W + G^-1 part.
+
+    Attributes
+    ----------
+    rinv_pairs : np.ndarray
+        The entries r_ab of R^-1 for the pattern's pairs of records (weighted).
+    rstack : np.ndarray or None
+        R^-1 by missing-value pattern (patterns x t x t), from which ``rinv_pairs`` is read;
+        None for a spatial residual.
+    ginvs : list of np.ndarray
+        G_k^-1 of every random term (t_k x t_k).
+    """
+
+    rinv_pairs: np.ndarray
+    rstack: np.ndarray | None
+    ginvs: list
 
 
 class NotPositiveDefinite(Exception):
@@ -49,6 +74,8 @@ class Backend(abc.ABC):
     """
 
     name = "abstract"
+    #: True: the backend assembles C itself (analyze_model, factorize_assembly)
+    assembles = False
 
     @abc.abstractmethod
     def analyze(self, C: sp.csc_matrix) -> None:
@@ -75,6 +102,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def selected_inverse(self) -> np.ndarray:
         """C^-1 at the pairs of :meth:`set_pattern`, in their order, for the current factor."""
+
+    def analyze_model(self, model) -> None:
+        """The analysis of the model's C (a REMLModel: pattern, design), for ``assembles``."""
+        raise NotImplementedError(f"the {self.name} backend is given C, not the model")
+
+    def factorize_assembly(self, parts: Assembly) -> float:
+        """Numeric factorization of the model's C at `parts`; returns log|C| (as :meth:`factorize`)."""
+        raise NotImplementedError(f"the {self.name} backend is given C, not its parts")
 
     def memory_estimate(self) -> dict | None:
         """What the analysis forecasts for the factorization (MB per rank, ...); None if nothing."""
@@ -132,20 +167,26 @@ class _Selected:
         return self.values()[self.diag_pos]
 
 
-def factorize_model(model, backend: Backend, C: sp.csc_matrix) -> float:
+def factorize_model(model, backend: Backend, C) -> float:
     """The engine's factorization step on `backend`: log|C|; sets ``model.factor`` / ``.selinv``.
 
-    Raises the engine's ``Infeasible`` (a point to step back from, or a start to report)
-    naming the equation at which C stopped being positive definite, when the backend knows it.
+    `C` is the matrix, or an :class:`Assembly` for a backend that ``assembles``. Raises the
+    engine's ``Infeasible`` (a point to step back from, or a start to report) naming the
+    equation at which C stopped being positive definite, when the backend knows it.
     """
     from ..likelihood import Infeasible
 
+    parts = C if isinstance(C, Assembly) else None
     if model.factor is None:
+        pat = model.pattern
         log.info("symbolic analysis of the mixed-model equations (%s): %d equations, %d nonzeros",
-                 backend.name, C.shape[0], C.nnz)
+                 backend.name, pat.n_eq, pat.nnz)
         t0 = time.perf_counter()
         with model.timer("symbolic"):
-            backend.analyze(C)
+            if parts is None:
+                backend.analyze(C)
+            else:
+                backend.analyze_model(model)
         log.info("symbolic analysis done in %.1f s", time.perf_counter() - t0)
         est = backend.memory_estimate()
         if est and est.get("message"):
@@ -154,7 +195,7 @@ def factorize_model(model, backend: Backend, C: sp.csc_matrix) -> float:
         model.selinv = _Selected(backend, model.pattern)
     try:
         with model.timer("factorize"):
-            logdet = float(backend.factorize(C))
+            logdet = float(backend.factorize(C) if parts is None else backend.factorize_assembly(parts))
     except NotPositiveDefinite as exc:
         where = "" if exc.column is None else f" at {equation_label(model.design, model.pattern, exc.column)}"
         raise Infeasible(f"mixed-model equations not positive definite{where} ({backend.name}: {exc.detail})")

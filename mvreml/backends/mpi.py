@@ -3,7 +3,8 @@
 Rank 0 runs the whole fit in Python. The other ranks sit in :func:`serve`, a loop that
 receives one small command at a time from rank 0 (a tuple, sent point to point) and joins the
 collective step it names (a MUMPS analysis, factorization, solve or selected inversion of
-an object created by an earlier command). Large arrays go by ``Scatterv`` inside the step.
+an object created by an earlier command). Large arrays go inside the step: by ``Scatterv``,
+or, for each rank's rows of the design at the analysis, point to point.
 
 Ending, whatever happens:
 

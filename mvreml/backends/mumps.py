@@ -6,17 +6,19 @@ definite (``SYM=1``, no pivoting; the host works too, ``PAR=1``):
 - the analysis once (``JOB=1``): ordering and symbolic factorization. Its forecasts of
   memory, ``INFO(15)`` on every rank (MB for the in-core factorization) and ``INFOG(16)`` /
   ``INFOG(17)`` (their maximum and sum), are logged before any factorization;
-- the numeric factorization at each iterate (``JOB=2``) on the entries distributed over the
-  ranks (``ICNTL(18)=3``: rank r gives MUMPS a contiguous share of the lower triangle of C,
-  i.e. whole and partial columns, sent by ``Scatterv``), with the determinant
-  (``ICNTL(33)=1``: det = RINFOG(12) * 2^INFOG(34)) and the count of negative pivots
-  (``INFOG(12)``, > 0 when C is not positive definite);
+- the numeric factorization at each iterate (``JOB=2``) on entries distributed over the
+  ranks (``ICNTL(18)=3``, distributed assembled input: the entries several ranks give at
+  one position are summed), with the determinant (``ICNTL(33)=1``: det = RINFOG(12) *
+  2^INFOG(34)) and the count of negative pivots (``INFOG(12)``, > 0 when C is not positive
+  definite);
 - solves with a dense right-hand side on the host (``JOB=3``);
 - entries of C^-1 on the pattern of C (``ICNTL(30)=1``: A^-1 at a sparse right-hand-side
   pattern given column by column in ``IRHS_PTR`` / ``IRHS_SPARSE``, values in ``RHS_SPARSE``).
 
-The matrix is assembled on rank 0 (the engine's assembly is two sparse mat-vecs into C's
-fixed pattern, cheap beside the factorization); only its values go to the ranks.
+In a fit the ranks assemble C themselves (:mod:`.share`): each its records' W_r'R_r^-1 W_r
+from the rows of the design rank 0 sends it once, rank 0 the G^-1 part; an iterate sends
+only R^-1 by missing-value pattern. A matrix given as such (:meth:`MumpsBackend.analyze`,
+``factorize``: the generic interface) is given to MUMPS whole by rank 0.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ log = logging.getLogger("mvreml")
 __all__ = ["MumpsBackend", "MumpsCore"]
 
 _LOG2 = np.log(2.0)
+_DATA_TAG = 7718        # rank 0's pieces of the design (point to point, once per analysis)
 # MUMPS errors that more workspace cures (INFO(1) = -8, -9: main workspace too small,
 # -14, -15: integer / real workspace, -17, -20: buffers): ICNTL(14) doubled, at most 4 times
 _WORKSPACE_ERRORS = (-8, -9, -14, -15, -17, -20)
@@ -89,45 +92,73 @@ class MumpsCore:
 
     # -- collective steps
     def analyze(self, data):
-        """Pattern of the lower triangle of C (rank 0: (n, indices, indptr, perm)) to MUMPS, then
-        JOB=1; `perm` is the pivot order (perm[k] = the k-th equation eliminated) or None."""
+        """Every rank's entries of C's lower triangle to MUMPS, then JOB=1.
+
+        Rank 0 passes (n, piece, ranges, stack, extra_rows, extra_cols, perm): ``piece(r)``
+        builds what rank r needs for its share of the records (mvreml.backends.share; sent
+        point to point, one rank at a time), ``ranges`` the ranks' pairs, ``stack`` whether
+        an iterate broadcasts R^-1 by pattern (else it scatters the pairs' values), the
+        extra (0-based) entries rank 0 gives besides its records (the G^-1 part, or the whole
+        of a matrix given as such), and `perm` the pivot order (perm[k] = the k-th equation
+        eliminated) or None.
+        """
+        from .share import LocalShare
+
         comm = self.comm
         if comm.rank == 0:
-            n, indices, indptr, perm = data
+            n, piece, ranges, stack, rows, cols, perm = data
             if perm is not None:
                 # ICNTL(7)=1: PERM_IN(i) = the position of equation i in the pivot order (1-based)
                 self.perm_in = np.empty(n, dtype=np.int32)
                 self.perm_in[np.asarray(perm)] = np.arange(1, n + 1, dtype=np.int32)
                 self.ctx.id.perm_in = self.perm_in.__array_interface__["data"][0]
                 self.ctx.set_icntl(7, 1)
-            nnz = len(indices)
-            counts = np.diff(np.linspace(0, nnz, comm.size + 1).round().astype(np.int64)).astype(np.int32)
-            irn = np.asarray(indices, dtype=np.int64) + 1
-            jcn = np.repeat(np.arange(1, n + 1, dtype=np.int64), np.diff(indptr))
-            irn, jcn = irn.astype(np.int32), jcn.astype(np.int32)
+            counts = np.array([hi - lo for lo, hi in ranges], dtype=np.int32)
+            for r in range(1, comm.size):
+                comm.send(piece(r), dest=r, tag=_DATA_TAG)
+            self.share = LocalShare(piece(0))
+            self.n_extra = len(rows)
+            extra = (np.asarray(rows, dtype=np.int32) + 1, np.asarray(cols, dtype=np.int32) + 1)
         else:
-            n, counts, irn, jcn = None, None, None, None
-        self.n = comm.bcast(n, root=0)
-        self.counts = comm.bcast(counts, root=0)
-        self.irn_loc = self._scatter(irn, np.int32)
-        self.jcn_loc = self._scatter(jcn, np.int32)
+            n, counts, stack = None, None, None
+            self.share = LocalShare(comm.recv(source=0, tag=_DATA_TAG))
+            self.n_extra = 0
+            extra = (np.empty(0, np.int32), np.empty(0, np.int32))
+        self.n, self.counts, self.stack = comm.bcast((n, counts, stack), root=0)
+        self.irn_loc = np.concatenate([self.share.irn, extra[0]])
+        self.jcn_loc = np.concatenate([self.share.jcn, extra[1]])
         self.a_loc = np.zeros(len(self.irn_loc))
         self.ctx.set_shape(self.n)
         self.ctx.set_distributed_assembled_rows_cols(self.irn_loc, self.jcn_loc)
         self.ctx.set_distributed_assembled_values(self.a_loc)
         status = self._run(1)
-        mine = np.array([self.ctx.get_info(15), self.ctx.get_info(17)], dtype=np.int64)
+        mine = np.array([self.ctx.get_info(15), self.ctx.get_info(17), len(self.irn_loc)], dtype=np.int64)
         per_rank = comm.gather(mine, root=0)
         if comm.rank != 0:
             return None
         return dict(status=status, info2=int(self.ctx.get_infog(2)), ranks=comm.size,
                     mb_per_rank=[int(x[0]) for x in per_rank], mb_per_rank_ooc=[int(x[1]) for x in per_rank],
+                    entries_per_rank=[int(x[2]) for x in per_rank],
                     mb_max=int(self.ctx.get_infog(16)), mb_total=int(self.ctx.get_infog(17)),
                     factor_entries=_infog_count(self.ctx, 20))
 
+    def assemble(self, data):
+        """This rank's entries' values at an iterate (rank 0: dict of ``rstack`` or ``rinv``, the
+        pairs' r_ab, and ``extra``, the values of its extra entries) into MUMPS's A_loc."""
+        comm = self.comm
+        data = data or {}
+        if self.stack:
+            vals = self.share.values(rstack=comm.bcast(data.get("rstack"), root=0))
+        else:
+            vals = self.share.values(rinv=self._scatter(data.get("rinv"), np.float64))
+        k = len(vals)
+        self.a_loc[:k] = vals
+        if self.n_extra:
+            self.a_loc[k:] = data["extra"]
+
     def factorize(self, data):
-        """Values of C's lower triangle (rank 0: C.data in pattern order) to the ranks, then JOB=2."""
-        self.a_loc[:] = self._scatter(data, np.float64)
+        """This rank's share of C (:meth:`assemble`), then JOB=2."""
+        self.assemble(data)
         for _ in range(5):
             status = self._run(2)
             if status not in _WORKSPACE_ERRORS:
@@ -140,6 +171,18 @@ class MumpsCore:
         return dict(status=status, info2=int(self.ctx.get_infog(2)), negative=int(self.ctx.get_infog(12)),
                     mantissa=float(self.ctx.get_rinfog(12)), exponent=int(self.ctx.get_infog(34)),
                     mb_per_rank=[int(x[0]) for x in per_rank])
+
+    def gather(self, data, diagonal_only):
+        """Rank 0: C's lower triangle as MUMPS was given it (every rank's entries, summed), or
+        its diagonal alone; for the diagnosis of a failed factorization only."""
+        keep = slice(None) if not diagonal_only else self.irn_loc == self.jcn_loc
+        mine = (self.irn_loc[keep], self.jcn_loc[keep], self.a_loc[keep])
+        parts = self.comm.gather(mine, root=0)
+        if self.comm.rank != 0:
+            return None
+        irn, jcn, val = (np.concatenate(x) for x in zip(*parts))
+        C = sp.coo_matrix((val, (irn.astype(np.int64) - 1, jcn.astype(np.int64) - 1)), shape=(self.n, self.n))
+        return C.tocsc()          # duplicates summed, as MUMPS sums them
 
     def solve(self, rhs):
         """C^-1 rhs, rhs (n, k) Fortran-ordered on rank 0, overwritten there; JOB=3."""
@@ -212,6 +255,7 @@ class MumpsBackend(Backend):
     """
 
     name = "mumps"
+    assembles = True
 
     def __init__(self, comm=None, ordering="default"):
         self.ordering = ordering
@@ -223,14 +267,15 @@ class MumpsBackend(Backend):
         self.last = None
         self._pattern = None
         self._perm = None
-        self._C = None
+        self._setup = None           # how to give MUMPS C again (predict after the fit): see reopen
+        self._pivots = None          # the pivot order of the analysis, kept for a reopening
 
     def _live(self):
         if self.core is None or self.core.ctx is None:
             from ..errors import FactorizationError
 
             raise FactorizationError("the MUMPS instance of this fit has ended with the fit (its MPI ranks "
-                                     "have moved on): solves after the fit need backend='cholmod'")
+                                     "have moved on): factorize again (mvreml.backends.reopened) first")
         return self.core
 
     def _check(self, status: int, step: str) -> None:
@@ -240,16 +285,45 @@ class MumpsBackend(Backend):
             raise FactorizationError(f"MUMPS {step} failed: INFOG(1) = {status}, INFOG(2) = "
                                      f"{self.core.ctx.get_infog(2)} (see the MUMPS user guide, section 8)")
 
+    # -- the analysis: of a matrix given whole (rank 0's entries), or of the model's C assembled by the ranks
     def analyze(self, C):
         C = sp.csc_matrix(C)
         C.sort_indices()
-        if C.nnz >= np.iinfo(np.int32).max:
+        self._check_size(C.nnz)
+        cols = np.repeat(np.arange(C.shape[0], dtype=np.int64), np.diff(C.indptr))
+        ranges = [(0, 0)] * self.comm.size
+        self._analyze(C.shape[0], C, lambda r: None, ranges, True, C.indices, cols)
+        self._setup = None
+
+    def analyze_model(self, model) -> None:
+        """Analysis of the model's C as the ranks assemble it (mvreml.backends.share): the records'
+        pairs split over the ranks (rank 0 none on more than one rank), the G^-1 part on rank 0."""
+        from .share import pair_ranges, piece
+
+        pat = model.pattern
+        self._check_size(pat.nnz)
+        stack = model.design.lattice is None       # as the engine: R^-1 by pattern, else a spatial r_ab
+        ranges = pair_ranges(len(pat.pair_a), self.comm.size)
+        # rank 0's extra entries: the positions of C's pattern the G^-1 maps reach
+        gpos = np.unique(np.concatenate([np.asarray(M.indices, dtype=np.int64) for M in pat.M_G]
+                                        or [np.empty(0, np.int64)]))
+        gcols = np.searchsorted(np.asarray(pat.indptr, dtype=np.int64), gpos, side="right") - 1
+        pattern = sp.csc_matrix((np.ones(pat.nnz), pat.indices, pat.indptr), shape=(pat.n_eq, pat.n_eq))
+        self._analyze(pat.n_eq, pattern, lambda r: piece(model, *ranges[r], stack), ranges, stack,
+                      pat.indices[gpos], gcols)
+        self._setup = (model, gpos)
+
+    def _check_size(self, nnz: int) -> None:
+        if nnz >= np.iinfo(np.int32).max:
             from ..errors import FactorizationError
 
-            raise FactorizationError(f"the mixed-model equations have {C.nnz:,} nonzeros in their lower "
+            raise FactorizationError(f"the mixed-model equations have {nnz:,} nonzeros in their lower "
                                      "triangle: beyond the 32-bit entry counts of PyMUMPS (NZ_loc)")
-        perm = self._ordering(C)
-        est = mpi.call(self.comm, self.key, self.core, "analyze", (C.shape[0], C.indices, C.indptr, perm))
+
+    def _analyze(self, n, pattern, piece, ranges, stack, rows, cols):
+        perm = self._pivots if self._pivots is not None else self._ordering(pattern)
+        self._pivots = perm
+        est = mpi.call(self.comm, self.key, self.core, "analyze", (n, piece, ranges, stack, rows, cols, perm))
         self._check(est["status"], "analysis")
         est["message"] = (f"MUMPS analysis on {est['ranks']} rank(s): the factorization will need about "
                           f"{est['mb_max']} MB on the largest rank, {est['mb_total']} MB in all "
@@ -265,11 +339,31 @@ class MumpsBackend(Backend):
     def memory_estimate(self):
         return self.estimate
 
+    # -- numeric factorization
     def factorize(self, C) -> float:
         self._live()
         C = sp.csc_matrix(C)
         C.sort_indices()
-        out = mpi.call(self.comm, self.key, self.core, "factorize", np.ascontiguousarray(C.data, dtype=float))
+        return self._factorize({"extra": np.ascontiguousarray(C.data, dtype=float)})
+
+    def factorize_assembly(self, parts) -> float:
+        """Numeric factorization of the model's C at `parts` (a :class:`~.base.Assembly`): the
+        ranks assemble it, rank 0 sends R^-1 by pattern (or the pairs' r_ab) and adds G^-1."""
+        if self.core is None:
+            self.reopen()
+        model, gpos = self._setup
+        g = np.zeros(model.pattern.nnz)
+        for M, Gi in zip(model.pattern.M_G, parts.ginvs):
+            g += M @ np.ascontiguousarray(Gi).ravel()
+        data = {"extra": g[gpos]}
+        if self.core.stack:
+            data["rstack"] = parts.rstack
+        else:
+            data["rinv"] = parts.rinv_pairs
+        return self._factorize(data)
+
+    def _factorize(self, data) -> float:
+        out = mpi.call(self.comm, self.key, self._live(), "factorize", data)
         self.last = out
         status = out["status"]
         if status >= 0 and self.estimate is not None and "mb_used_per_rank" not in self.estimate:
@@ -278,9 +372,25 @@ class MumpsBackend(Backend):
             log.info("MUMPS factorization: %s MB per rank", ", ".join(str(m) for m in out["mb_per_rank"]))
         if status == -10 or (status >= 0 and (out["negative"] > 0 or out["mantissa"] <= 0)):
             raise NotPositiveDefinite(f"{out['negative']} negative pivot(s), INFOG(1) = {status}",
-                                      _failed_column(C))
+                                      self._failed_column())
         self._check(status, "factorization")
         return float(np.log(out["mantissa"]) + out["exponent"] * _LOG2)
+
+    def _failed_column(self) -> int | None:
+        """The equation at which C stops being positive definite, from C as the ranks gave it."""
+        small = self.core.n <= DIAGNOSE_MAX_EQUATIONS
+        return _failed_column(mpi.call(self.comm, self.key, self.core, "gather", None, not small), small)
+
+    def reopen(self) -> None:
+        """A new MUMPS instance on the ranks for the model of the last analysis, analysed again
+        with the same pivot order (the fit's instance ends with the fit; predict needs one)."""
+        if self._setup is None:
+            from ..errors import FactorizationError
+
+            raise FactorizationError("this MUMPS backend has no model to analyse again")
+        self.key, self.core = mpi.new_object(self.comm, "mumps")
+        self._fresh = True
+        self.analyze_model(self._setup[0])
 
     def solve(self, B):
         X, vector = as_dense_rhs(B, self._live().n)
@@ -317,18 +427,19 @@ class MumpsBackend(Backend):
             self.core = None
 
 
-def _failed_column(C) -> int | None:
+def _failed_column(C, factorize: bool = True) -> int | None:
     """The equation at which C stops being positive definite, as CHOLMOD would name it.
 
     MUMPS counts the negative pivots but does not say where they are. A non-positive diagonal
-    entry names itself; otherwise, for C of moderate order, a CHOLMOD factorization of C on
-    rank 0 finds the column (only after MUMPS failed: it costs one sequential factorization).
+    entry names itself; otherwise, when `factorize` (C of moderate order), a CHOLMOD
+    factorization of C on rank 0 finds the column (only after MUMPS failed: it costs one
+    sequential factorization).
     """
     d = C.diagonal()
     bad = np.flatnonzero(~(d > 0))
     if len(bad):
         return int(bad[0])
-    if C.shape[0] > DIAGNOSE_MAX_EQUATIONS:
+    if not factorize:
         return None
     from .cholmod import CholmodBackend
 
