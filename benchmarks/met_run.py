@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import machine, met
-from .run import timed_relationship
+from .run import time_completions, timed_relationship
 
 
 def _instrument(likelihood, log: Path, stats: dict):
@@ -40,11 +40,13 @@ def _instrument(likelihood, log: Path, stats: dict):
         return factorize(self, *a, **kw)
 
     model._factorize = counted_factorize
+    time_completions(model, stats)
 
 
 def _timed(evaluate, log: Path, stats: dict, t_start: float):
     def timed_evaluate(self, *a, **kw):
         t0 = time.perf_counter()
+        stats["derivatives"] += int(bool(a[1] if len(a) > 1 else kw.get("derivatives", True)))
         ev = None
         try:
             ev = evaluate(self, *a, **kw)
@@ -79,7 +81,7 @@ def run_met(size: str, outdir: str, check: bool, maxiter: int = 50, threads: int
     rec["read"] = time.perf_counter() - t
     log = d / "progress.log"
     log.write_text("")
-    stats = {"evaluations": [], "factorizations": 0}
+    stats = {"evaluations": [], "factorizations": 0, "derivatives": 0}
     _instrument(likelihood, log, stats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")        # founders used as sire and dam; boundary notes
@@ -91,6 +93,8 @@ def run_met(size: str, outdir: str, check: bool, maxiter: int = 50, threads: int
     rec["total"] = rec["read"] + rec["pedigree"] + rec["inbreeding"] + rec["ainv"] + rec["fit"]
     rec["timings"] = dict(res.model.get("timings", {}))
     rec["evaluations"] = stats["evaluations"]
+    rec["completions"] = stats["completions"]
+    rec["derivatives"] = stats["derivatives"]
     rec["factorizations"] = stats["factorizations"] or len(stats["evaluations"])
     n_site = truth["n_site"]
     rec.update(loglik=float(res.loglik), iterations=int(res.iterations), converged=bool(res.converged),

@@ -33,7 +33,7 @@ def damp_oscillation(run, model, ev, theta, cand, new_ev, path):
     rho = min(n_now / n_prev, 1.0)
     damped = theta + (cand - theta) / (1.0 + rho)
     try:
-        ev_d = model.evaluate(damped)
+        ev_d = model.evaluate(damped, derivatives=False)   # completed by the caller if kept
     except Infeasible:
         return cand, new_ev, False
     if ev_d.loglik > new_ev.loglik:

@@ -107,3 +107,28 @@ def blas_threads(n: int):
             yield
         finally:
             _IN_FORCE.pop()
+
+
+_FIT: list = []          # the thread counts of the fits in progress, innermost last
+
+
+@contextmanager
+def fit_threads(n: int):
+    """The BLAS threads of a fit: `n` for the numeric work of a large factor (its factorization,
+    selected inverse and forward solves, :func:`mvreml.chol._threads_for`), one thread for all
+    else. The steps' small dense products, eigen-decompositions and solves (a 247-parameter AI
+    matrix, 3 x 3 blocks) gain nothing from threads and lose most when another process holds
+    a core: on MET-M with a second process busy, 81 eigh of 247 x 247 took 5.2 s on two threads.
+    """
+    _FIT.append(int(n))
+    try:
+        with blas_threads(1):
+            yield
+    finally:
+        _FIT.pop()
+
+
+def large_work_threads() -> int | None:
+    """The threads of the fit in progress for the numeric work of a large factor (None outside
+    a fit: the limit in force then applies)."""
+    return _FIT[-1] if _FIT else None

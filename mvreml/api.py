@@ -88,10 +88,12 @@ def fit(fixed: str, random: str | None = None, residual: str | None = None, *, d
         the ``fix=`` values must be those of the fit that wrote it. Give the same path as
         ``checkpoint`` to keep checkpointing the resumed fit.
     threads : int, optional
-        BLAS threads of the numeric work (threadpoolctl; the environment's OPENBLAS_NUM_THREADS
-        is not consulted). Default: 1 for mixed-model equations below 20,000 equations (small
-        dense blocks, where threads only wait for each other and collapse when another process
-        holds a core), else the cores this process may use. Recorded in
+        BLAS threads of the numeric work of a large factor (threadpoolctl; the environment's
+        OPENBLAS_NUM_THREADS is not consulted): its factorization, selected inverse and forward
+        solves when one factorization takes 1e11 flops or more; everything else (smaller
+        factors, the small dense matrices of the steps) runs on one thread, where threads only
+        wait for each other and collapse when another process holds a core. Default: 1 below
+        20,000 mixed-model equations, else the cores this process may use. Recorded in
         ``result.model["blas_threads"]``.
     constraints : list of groups or matrix, optional
         Equality / fixed-ratio constraints between variance parameters (asreml's vcc / vcm):

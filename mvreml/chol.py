@@ -44,14 +44,17 @@ THREADED_FLOPS = 1e11
 
 def _threads_for(flops: float):
     """The thread limit of a factor's numeric work: one thread below `THREADED_FLOPS`, else the
-    limit in force (the fit's ``threads``); CHOLMOD's OpenMP teams held to it in both cases."""
+    fit's ``threads`` (:func:`mvreml._threads.fit_threads`; outside a fit, the limit in force);
+    CHOLMOD's OpenMP teams held to it in both cases."""
     from contextlib import ExitStack
 
-    from ._threads import blas_threads, openmp_within_limit
+    from ._threads import blas_threads, large_work_threads, openmp_within_limit
 
     stack = ExitStack()
     if flops < THREADED_FLOPS:
         stack.enter_context(blas_threads(1))
+    elif large_work_threads() is not None:
+        stack.enter_context(blas_threads(large_work_threads()))
     stack.enter_context(openmp_within_limit())
     return stack
 
@@ -268,13 +271,9 @@ class SupernodalFactor:
         Y.fill(0.0)
         Y[self.pinv[indices], np.repeat(np.arange(m), np.diff(indptr))] = Bo.data
         G = np.zeros((m, m), order="F")
-        if self._analysis["flops"] < THREADED_FLOPS:
-            # many small supernodes (most with a few columns): as the selected inverse, one
-            # BLAS thread (2 threads on a loaded machine: MET-M's 0.5 s became 7.9 s)
-            from ._threads import blas_threads
-            with blas_threads(1):
-                _g.forward_gram(sup, pi, px, s, x, Y, lo, hi, G)
-        else:
+        # as the selected inverse: one BLAS thread below THREADED_FLOPS, where the supernodes
+        # are small (2 threads on a loaded machine: MET-M's 0.5 s became 7.9 s)
+        with _threads_for(self._analysis["flops"]):
             _g.forward_gram(sup, pi, px, s, x, Y, lo, hi, G)
         G = np.tril(G)
         G = G + np.tril(G, -1).T

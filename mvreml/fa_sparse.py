@@ -31,6 +31,7 @@ built.
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -344,8 +345,12 @@ class FactorREMLModel(REMLModel):
         ev = Evaluation(theta=theta.copy(), loglik=loglik, solution=self._dense_solution(sol, L),
                         residuals=e, logdet_c=logdet_c, ypy=ypy)
         ev.inner_solution = sol
+        self._evaluations += 1
         if derivatives:
             self._inner_derivatives(ev, sol, mats, ginv, rstack, Rinv, L)
+        else:
+            ev.pending = (self._evaluations,
+                          partial(self._inner_derivatives, ev, sol, mats, ginv, rstack, Rinv, L))
         return ev
 
     def _dense_solution(self, sol, L):
@@ -515,6 +520,10 @@ class FactorResultView:
     def evaluate(self, theta, derivatives: bool = True):
         self._theta = np.array(theta, float)
         return self.inner_model.evaluate(theta, derivatives=derivatives)
+
+    def complete(self, ev):
+        self._theta = np.array(ev.theta, float)
+        return self.inner_model.complete(ev)
 
     def refactorize(self, theta):
         self._theta = np.array(theta, float)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,6 +65,9 @@ class Evaluation:
     em: list | None = None          # per block: the EM update of its matrix (t x t)
     logdet_c: float = 0.0
     ypy: float = 0.0
+    # (evaluation count, callable): the derivatives of an evaluation made without them, to be
+    # completed from the factor still held (REMLModel.complete)
+    pending: tuple | None = field(default=None, repr=False)
 
 
 class Infeasible(Exception):
@@ -89,6 +93,8 @@ class REMLModel:
 
     #: the selected inverse overwrites the factor (mvreml.chol), so the AI solves come before it
     selinv_in_place = True
+    #: evaluations made so far: tells whether the factor held is still that of a given one
+    _evaluations = 0
 
     def __init__(self, design: Design, blocks: list, ordering: str = "default", timer=None, backend=None):
         self.design = design
@@ -251,9 +257,30 @@ class REMLModel:
         loglik = -0.5 * ((self.N - self.p) * LOG2PI + logdet_c + logdet_r + logdet_g + ypy)
         ev = Evaluation(theta=theta.copy(), loglik=loglik, solution=sol, residuals=e,
                         logdet_c=logdet_c, ypy=ypy)
+        self._evaluations += 1
         if derivatives:
             self._derivatives(ev, mats, ginv, rstack, Rinv)
+        else:
+            ev.pending = (self._evaluations, partial(self._derivatives, ev, mats, ginv, rstack, Rinv))
         return ev
+
+    def complete(self, ev: Evaluation) -> Evaluation:
+        """`ev` with its score, AI matrix and EM updates.
+
+        An evaluation made with ``derivatives=False`` (a line-search candidate: most are only
+        compared by log L) gets them from the factor still held when it was the last point
+        evaluated and nothing has consumed its L since: no second factorization. Otherwise
+        theta is evaluated again. Returns an Evaluation with derivatives (`ev` itself when it
+        could be completed in place).
+        """
+        if ev.score is not None:
+            return ev
+        pending, ev.pending = ev.pending, None
+        if (pending is not None and pending[0] == self._evaluations and self.factorized_at(ev.theta)
+                and getattr(self.factor, "solvable", True)):
+            pending[1]()
+            return ev
+        return self.evaluate(ev.theta)
 
     def _derivatives(self, ev, mats, ginv, rstack, Rinv):
         d = self.design

@@ -358,10 +358,23 @@ class Model:
         """The fit of both routes; returns (Result, FitState), warnings left to the caller.
 
         ``checked``: (Y, P) of :func:`mvreml.api.prepare`, which ran the data checks of the
-        formula route's first fit (its timer kept); else they are run here.
+        formula route's first fit (its timer kept); else they are run here. Everything from
+        the data checks to the result runs under the fit's BLAS threads (mvreml._threads:
+        one thread but for a large factor's numeric work; fa starting values included).
         """
         from . import _threads
 
+        n_threads = _threads.choose(threads, self._reml.pattern.n_eq)
+        with _threads.fit_threads(n_threads):
+            result, state = self._fit_steps(init, fix, maxiter=maxiter, tol=tol, verbose=verbose,
+                                            constraints=constraints, fixef_vcov=fixef_vcov, threads=threads,
+                                            checkpoint=checkpoint, resume=resume, checked=checked,
+                                            t_start=t_start)
+        result.model["blas_threads"] = n_threads
+        return result, state
+
+    def _fit_steps(self, init, fix, *, maxiter, tol, verbose, constraints, fixef_vcov, threads, checkpoint,
+                   resume, checked, t_start):
         t_start = time.perf_counter() if t_start is None else t_start
         d, model = self.design, self._reml
         asked = init
@@ -391,13 +404,10 @@ class Model:
         theta0, scale, given = self._start(init, P, Y)
         mask = fix_mask(self.blocks, self._names, fix, given,
                         error=ArgumentError if self._formula is None else ModelError)
-        n_threads = _threads.choose(threads, model.pattern.n_eq)
-        with _threads.blas_threads(n_threads):
-            state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
-                        constraints=constraints, checkpoint=checkpoint, resume=resume)
-            result = build_result(fa_sparse.result_model(model), state, *self._labels(), timer=model.timer,
-                                  seconds=time.perf_counter() - t_start, fixef_vcov=bool(fixef_vcov))
-        result.model["blas_threads"] = n_threads
+        state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
+                    constraints=constraints, checkpoint=checkpoint, resume=resume)
+        result = build_result(fa_sparse.result_model(model), state, *self._labels(), timer=model.timer,
+                              seconds=time.perf_counter() - t_start, fixef_vcov=bool(fixef_vcov))
         self._last_theta = np.array(state.theta, copy=True)
         result._mixed_model = self
         result._refit_options = dict(init=asked, fix=fix, maxiter=maxiter, tol=tol, constraints=constraints,

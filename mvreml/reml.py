@@ -184,6 +184,9 @@ def iterate(model: REMLModel, theta0: np.ndarray, fixed: np.ndarray, scale: np.n
                     reason = (f"stopped at iteration {it}: neither the AI step nor an EM step increases log L "
                               f"(Newton decrement {decrement:.3g})")
                 break
+        # candidates are compared by log L alone; the accepted one gets its derivatives from
+        # the factor it left (a rejected candidate costs one factorization, not an evaluation)
+        new_ev = model.complete(new_ev)
         change = new_ev.loglik - ev.loglik
         rel_step = float(np.max(np.abs(cand - theta) / np.maximum(np.abs(theta), scale * 1e-6), initial=0.0))
         theta, ev = cand, new_ev
@@ -262,7 +265,7 @@ def _ai_iteration(run, ev, theta, hold):
         return None, theta, run.holds.reduced, "EM", decrement, held
     if held:
         try:
-            ev = run.model.evaluate(held_theta)
+            ev = run.model.evaluate(held_theta, derivatives=False)
         except Infeasible:
             return None, theta, run.holds.reduced, "EM", decrement, held
         theta = held_theta
@@ -292,7 +295,7 @@ def _line_search(run, ev, theta, space, delta):
             if not feasible(run.model, cand):
                 continue
             try:
-                new_ev = run.model.evaluate(cand)
+                new_ev = run.model.evaluate(cand, derivatives=False)
             except Infeasible:
                 continue
             if new_ev.loglik >= ev.loglik - tol:

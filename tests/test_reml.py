@@ -347,29 +347,53 @@ def test_seed_trial_matches_an_independent_dense_optimum(seed_fit):
 
 def test_the_engine_sets_its_blas_threads(monkeypatch):
     """One BLAS thread for small equations, whatever the environment says; threads= overrides
-    (capped at the cores this process may use); a bad value is an ArgumentError."""
+    (capped at the cores this process may use) for the numeric work of a large factor only,
+    the steps' small dense algebra staying on one thread; a bad value is an ArgumentError."""
+    from contextlib import contextmanager
+
     from threadpoolctl import threadpool_info
 
     import mvreml
-    from mvreml import _threads
+    from mvreml import _threads, chol
     from mvreml.likelihood import REMLModel
 
-    seen = []
+    def openblas():
+        return {i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"}
+
+    seen, numeric = [], []
     evaluate = REMLModel.evaluate
+    threads_for = chol._threads_for
 
     def spy(self, *a, **kw):
-        seen.append({i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"})
+        seen.append(openblas())
         return evaluate(self, *a, **kw)
 
+    @contextmanager
+    def spy_numeric(flops):
+        with threads_for(flops):
+            numeric.append(openblas())
+            yield
+
     monkeypatch.setattr(REMLModel, "evaluate", spy)
+    monkeypatch.setattr(chol, "_threads_for", spy_numeric)
+    before = openblas()
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"g": rng.integers(0, 10, 80).astype(str), "y": rng.standard_normal(80)})
     res = mvreml.fit("y ~ 1", random="~ g", data=df)
     assert res.model["blas_threads"] == 1 and seen and all(s == {1} for s in seen)
-    seen.clear()
+    assert numeric and all(s == {1} for s in numeric)
+    seen.clear(), numeric.clear()
     res = mvreml.fit("y ~ 1", random="~ g", data=df, threads=2)
-    assert res.model["blas_threads"] == min(2, _threads.available_cores())
-    assert all(s == {res.model["blas_threads"]} for s in seen)
+    n = min(2, _threads.available_cores())
+    assert res.model["blas_threads"] == n
+    # a small factor (below THREADED_FLOPS): one thread for everything still
+    assert all(s == {1} for s in seen) and numeric and all(s == {1} for s in numeric)
+    seen.clear(), numeric.clear()
+    monkeypatch.setattr(chol, "THREADED_FLOPS", 0.0)      # as if the factor were large
+    res = mvreml.fit("y ~ 1", random="~ g", data=df, threads=2)
+    assert all(s == {1} for s in seen)
+    assert numeric and all(s == {n} for s in numeric)
+    assert openblas() == before        # the limits of the caller are restored after the fit
     assert _threads.choose(None, 10**6) == _threads.available_cores()
     with pytest.raises(mvreml.errors.ArgumentError, match="threads=0"):
         mvreml.fit("y ~ 1", random="~ g", data=df, threads=0)
