@@ -212,24 +212,16 @@ def _fit_parsed(fspec, rspec, resid, data, *, init=None, fix=None, labels=None, 
     if not (init is None or isinstance(init, (str, Mapping))):
         raise StartingValueError(f"init= takes a dict {{term: matrix}} or 'pairwise', not {type(init).__name__}")
     n_threads = _threads.choose(threads, model._reml.pattern.n_eq)
-    forecast = None
-    if check_memory and solver is None:
-        # the symbolic analysis the fit needs anyway, done first: refuse before any numeric work
-        forecast = _forecast.forecast(model._reml, n_threads, timer=timer, timing=False)
-        _forecast.check(forecast)
-        forecast = forecast.summary()       # plain numbers: the column counts are not kept
     with _closing(solver):
         result, state = model._fit(init, fix, maxiter=maxiter, tol=tol, verbose=verbose, constraints=constraints,
                                    threads=n_threads, checkpoint=checkpoint, resume=resume, checked=(Y, P),
-                                   t_start=t_start)
+                                   t_start=t_start, check_memory=check_memory)
         if solver is not None:
             result.fixef_vcov          # noqa: B018  (computed while MUMPS's processes still serve)
     if solver is not None:
         result.model["backend"] = solver.name
         result.model[solver.name] = solver.memory_estimate()
         result._mixed_model = None          # its MPI processes end with the fit: no refits
-    if forecast is not None:
-        result.model["forecast"] = forecast
     return result, state
 
 

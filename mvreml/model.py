@@ -315,7 +315,7 @@ class Model:
             maxiter: int = 50, tol: float = 1e-7, verbose: bool = False,
             constraints: "Sequence | ArrayLike | None" = None, fixef_vcov: bool = True,
             threads: int | None = None, checkpoint: "str | os.PathLike | None" = None,
-            resume: "str | os.PathLike | None" = None) -> "Result":
+            resume: "str | os.PathLike | None" = None, check_memory: bool = True) -> "Result":
         """Fit by AI-REML, as :func:`mvreml.fit` does (which builds a Model and calls this).
 
         Parameters
@@ -337,30 +337,44 @@ class Model:
             and ``Result.contrast`` need). It is computed on first access (p solves with the
             factor at the estimates, or a read of the selected inverse), not by the fit. False:
             none (``Result.fixef_vcov`` None; the standard errors of the fixed effects are kept).
+        check_memory : bool
+            Before the first fit of this model (its symbolic analysis, which the fit needs
+            anyway), forecast the memory of the iterates (:func:`mvreml.plan`) and raise
+            :class:`mvreml.errors.ResourceError` when it is above the memory available,
+            instead of being killed part-way; refits share the analysis and are not checked
+            again. The forecast is kept in ``Result.model["forecast"]``. False fits anyway.
 
         Returns
         -------
         mvreml.Result
             Its :attr:`mvreml.Result.mixed_model` is this model (:meth:`mvreml.Result.refit`).
+
+        Raises
+        ------
+        mvreml.errors.ResourceError
+            The forecast memory is above the memory available (``check_memory``).
         """
+        from ._forecast import check_memory_option
         from ._validate import fit_options
 
         opts = fit_options(maxiter=maxiter, verbose=verbose, tol=tol, fix=fix)
         result, state = self._fit(init, opts["fix"], maxiter=opts["maxiter"], tol=opts["tol"],
                                   verbose=opts["verbose"], constraints=constraints, fixef_vcov=fixef_vcov,
-                                  threads=threads, checkpoint=checkpoint, resume=resume)
+                                  threads=threads, checkpoint=checkpoint, resume=resume,
+                                  check_memory=check_memory_option(check_memory))
         warn_fit(result, state)
         return result
 
     def _fit(self, init, fix, *, maxiter: int, tol: float, verbose: bool = False, constraints=None,
              fixef_vcov: bool = True, threads=None, checkpoint=None, resume=None, checked=None,
-             t_start: float | None = None):
+             t_start: float | None = None, check_memory: bool = False):
         """The fit of both routes; returns (Result, FitState), warnings left to the caller.
 
         ``checked``: (Y, P) of :func:`mvreml.api.prepare`, which ran the data checks of the
         formula route's first fit (its timer kept); else they are run here. Everything from
         the data checks to the result runs under the fit's BLAS threads (mvreml._threads:
         one thread but for a large factor's numeric work; fa starting values included).
+        ``check_memory``: the memory forecast before the first analysis of this model's pattern.
         """
         from . import _threads
 
@@ -369,17 +383,28 @@ class Model:
             result, state = self._fit_steps(init, fix, maxiter=maxiter, tol=tol, verbose=verbose,
                                             constraints=constraints, fixef_vcov=fixef_vcov, threads=threads,
                                             checkpoint=checkpoint, resume=resume, checked=checked,
-                                            t_start=t_start)
+                                            t_start=t_start, check_memory=check_memory, n_threads=n_threads)
         result.model["blas_threads"] = n_threads
         return result, state
 
     def _fit_steps(self, init, fix, *, maxiter, tol, verbose, constraints, fixef_vcov, threads, checkpoint,
-                   resume, checked, t_start):
+                   resume, checked, t_start, check_memory, n_threads):
         t_start = time.perf_counter() if t_start is None else t_start
         d, model = self.design, self._reml
         asked = init
+        forecast = None
+        if check_memory and model.backend is None and model.factor is None:
+            from . import _forecast
+
+            if checked is None:
+                model.timer = Timer()     # the symbolic analysis is the fit's: timed with it
+            # the symbolic analysis the fit needs anyway, done first: refuse before any numeric work
+            forecast = _forecast.forecast(model, n_threads, timer=model.timer, timing=False)
+            _forecast.check(forecast)
+            forecast = forecast.summary()       # plain numbers: the column counts are not kept
         if checked is None:
-            model.timer = Timer()
+            if forecast is None:
+                model.timer = Timer()
             ls = self._shared.get("lsq")
             Y = ls.unit_residuals(d) if ls is not None else unit_residuals(d)
             estimable.check_estimable(d, Y)
@@ -408,6 +433,8 @@ class Model:
                     constraints=constraints, checkpoint=checkpoint, resume=resume)
         result = build_result(fa_sparse.result_model(model), state, *self._labels(), timer=model.timer,
                               seconds=time.perf_counter() - t_start, fixef_vcov=bool(fixef_vcov))
+        if forecast is not None:
+            result.model["forecast"] = forecast
         self._last_theta = np.array(state.theta, copy=True)
         result._mixed_model = self
         result._refit_options = dict(init=asked, fix=fix, maxiter=maxiter, tol=tol, constraints=constraints,

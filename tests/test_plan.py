@@ -212,3 +212,29 @@ def test_this_process_reads_its_own_memory():
     assert _memory.peak_rss_bytes() >= _memory.rss_bytes() // 2
     assert _memory.available_bytes() is None or _memory.available_bytes() > 0
     assert _memory.human(1.5e9) == "1.5 GB" and _memory.human(None) == "unknown"
+
+
+def test_an_array_model_checks_its_memory_before_the_first_fit(monkeypatch):
+    """Model.fit refuses as mvreml.fit does (ResourceError before any numeric work), keeps the
+    forecast on the Result, is not checked again on a refit (same analysis), and check_memory=False
+    fits anyway."""
+    rng = np.random.default_rng(3)
+    n, q = 400, 60
+    Z = sp.csr_matrix((np.ones(n), (np.arange(n), rng.integers(0, q, n))), shape=(n, q))
+    y = Z @ rng.standard_normal(q) + rng.standard_normal(n)
+    model = mvreml.Model(y, np.ones((n, 1)), random=[mvreml.Random(Z, mvreml.structures.Idv(1), name="g")])
+    res = model.fit()
+    assert res.model["forecast"]["equations"] == q + 1
+    monkeypatch.setattr(_forecast._memory, "available_bytes", lambda: 1000)
+    assert "forecast" not in model.refit(y + 1.0).model             # the analysis is the first fit's
+    fresh = mvreml.Model(y, np.ones((n, 1)), random=[mvreml.Random(Z, mvreml.structures.Idv(1), name="g")])
+    calls = []
+    evaluate = likelihood.REMLModel.evaluate
+    monkeypatch.setattr(likelihood.REMLModel, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    with pytest.raises(ResourceError, match="only 1 kB is available") as info:
+        fresh.fit()
+    assert calls == [] and info.value.plan.equations == q + 1
+    with pytest.raises(ArgumentError, match="check_memory"):
+        fresh.fit(check_memory="no")
+    res = fresh.fit(check_memory=False, maxiter=2)
+    assert res.iterations == 2 and "forecast" not in res.model
