@@ -58,13 +58,27 @@ def _instrument(likelihood) -> dict:
     model = likelihood.REMLModel
     evaluate, factorize = model.evaluate, getattr(model, "_factorize", None)
 
+    log = os.environ.get("MVREML_BENCH_LOG")      # a line per evaluation (long fits: progress)
+
     def timed_evaluate(self, *a, **kw):
         t0 = time.perf_counter()
         stats["derivatives"] += int(bool(a[1] if len(a) > 1 else kw.get("derivatives", True)))
+        ev = None
         try:
-            return evaluate(self, *a, **kw)
+            ev = evaluate(self, *a, **kw)
+            return ev
         finally:
             stats["evaluations"].append(time.perf_counter() - t0)
+            if log:
+                import resource
+
+                line = {"utc": dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S"),
+                        "seconds": round(stats["evaluations"][-1], 2), "loglik": getattr(ev, "loglik", None),
+                        "factorizations": stats["factorizations"],
+                        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+                        "timer": {k: round(v, 2) for k, v in getattr(self.timer, "seconds", {}).items()}}
+                with open(log, "a") as f:
+                    f.write(json.dumps(line) + "\n")
 
     def counted_factorize(self, *a, **kw):
         stats["factorizations"] += 1
@@ -139,7 +153,8 @@ def run_problem(size: str, traits: str, outdir: str, check: bool, threads: int |
         pedigree, rel = timed_relationship(ped, rec)
         t, c = time.perf_counter(), time.process_time()
         res = mvreml.fit(spec["fixed"], random=spec["random"], residual=spec["residual"], data=data,
-                         relmat={"ped": rel}, threads=threads)
+                         relmat={"ped": rel}, threads=threads,
+                         checkpoint=os.environ.get("MVREML_BENCH_CHECKPOINT") or None)
         rec["fit"] = time.perf_counter() - t
         rec["fit_cpu"] = time.process_time() - c     # all threads' CPU: less noisy on a shared machine
     rec["total"] = rec["read"] + rec["pedigree"] + rec["inbreeding"] + rec["ainv"] + rec["fit"]
@@ -155,6 +170,9 @@ def run_problem(size: str, traits: str, outdir: str, check: bool, threads: int |
     import resource
 
     rec["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    fc = res.model.get("forecast")
+    if fc:      # the fit's own forecast (mvreml.plan's), made before its first factorization
+        rec["forecast_peak_gb"] = fc["peak_bytes"] / 2**30
     rec["blas"] = machine.blas()
     if check:
         rec["check"] = _same_answer(res, spec, data, rel)
