@@ -81,7 +81,8 @@ def run(args, comm) -> None:
                 times.append(time.perf_counter() - t)
             err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
             print(json.dumps(dict(key=args.key, ranks=comm.size, n_eq=int(pat.n_eq), nnz=int(pat.nnz), orient=orient,
-                                  icntl27=block, icntl13=args.icntl13, seconds=times, cholmod_seconds=t_cholmod, max_diff_over_max=err,
+                                  icntl27=block, icntl13=args.icntl13, seconds=times, cholmod_seconds=t_cholmod,
+                                  max_diff_over_max=err,
                                   peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                                   load=machine.machine().get("load1"))), flush=True)
     b.close()

@@ -44,8 +44,9 @@ _WORKSPACE_ERRORS = (-8, -9, -14, -15, -17, -20)
 DIAGNOSE_MAX_EQUATIONS = 200_000
 #: ICNTL(27) of the selected inverse: right-hand sides MUMPS takes per block (its default -32).
 #: Every column's solves cross the top of the elimination tree, whose dense fronts are then
-#: applied to the block at once (BLAS 3); 256 took 0.70 of -32's time on U-M, 4096 more again
-#: (benchmarks/RESULTS.md, "issue 19: MUMPS selected inverse")
+#: applied to the block at once (BLAS 3); with the oriented request, 256 took 0.76-0.77 of -32's time
+#: on U-M and B-M, 1024 and 4096 longer again (benchmarks/RESULTS.md, "issue 19: MUMPS selected
+#: inverse")
 SELINV_RHS_BLOCK = 256
 
 
@@ -141,7 +142,7 @@ class MumpsCore:
         status = self._run(1)
         if comm.rank == 0 and status >= 0:
             # SYM_PERM(i): the position of equation i in MUMPS's pivot order (1-based, host only);
-            # copied: the array is MUMPS's and moves with its next analysis
+            # `- 1` copies it: the array is MUMPS's and is freed with the instance
             import ctypes
 
             self.position = np.ctypeslib.as_array((ctypes.c_int * self.n).from_address(self.ctx.id.sym_perm)) - 1
@@ -418,8 +419,8 @@ class MumpsBackend(Backend):
         """The pairs of C^-1 wanted (original order, either triangle, repeats allowed).
 
         Each unordered pair is requested from MUMPS once, as the entry whose column is the
-        equation eliminated first (`orient`; False keeps the pairs as given, for the benchmark
-        of the two). MUMPS computes column j of C^-1 at the requested rows by a forward solve
+        equation eliminated first (`orient`; False requests each pair as given, once, for the
+        benchmark of the two). MUMPS computes column j of C^-1 at the requested rows by a forward solve
         with e_j, which runs from j to the root of the elimination tree, then a backward
         solve down to each requested row: rows that are ancestors of j (eliminated after it;
         every pair of C's pattern is an ancestor and a descendant) keep both solves on j's
