@@ -13,7 +13,11 @@ definite (``SYM=1``, no pivoting; the host works too, ``PAR=1``):
   definite);
 - solves with a dense right-hand side on the host (``JOB=3``);
 - entries of C^-1 on the pattern of C (``ICNTL(30)=1``: A^-1 at a sparse right-hand-side
-  pattern given column by column in ``IRHS_PTR`` / ``IRHS_SPARSE``, values in ``RHS_SPARSE``).
+  pattern given column by column in ``IRHS_PTR`` / ``IRHS_SPARSE``, values in ``RHS_SPARSE``),
+  each pair asked once, in the column eliminated first (``SYM_PERM``), 256 columns a block
+  (``ICNTL(27)``). MUMPS computes it by solves along each column's path to the root of the
+  elimination tree: ~200x the arithmetic of CHOLMOD's Takahashi recursion on a pedigree's
+  equations, most of a MUMPS fit (benchmarks/RESULTS.md).
 
 In a fit the ranks assemble C themselves (:mod:`.share`): each its records' W_r'R_r^-1 W_r
 from the rows of the design rank 0 sends it once, rank 0 the G^-1 part; an iterate sends
