@@ -12,7 +12,10 @@ message) into OUT.json. Cases: the models of :data:`MODELS`, and two faults:
 - ``hang``: rank 1 sleeps instead of joining the second factorization (run with
   MVREML_MPI_TIMEOUT set: rank 0 must abort the run);
 - ``predict``: the gryphon-U fit, then ``predict(classify="sex")`` on rank 0 alone (on more
-  than one rank a typed error) and inside ``mvreml.backends.collective`` on every rank.
+  than one rank a typed error) and inside ``mvreml.backends.collective`` on every rank;
+- ``selinv``: no fit: the MUMPS backend given the gryphon C whole, and asked for C^-1 at
+  :func:`shuffled_pairs` (both triangles, shuffled, repeated); rank 0 writes the values and
+  the request MUMPS was given.
 
 Run without mpirun, it is one process (MPI's singleton): rank 0 alone.
 """
@@ -126,6 +129,57 @@ def at_second_factorization(action):
     mumps.MumpsCore.factorize = factorize
 
 
+def gryphon_c():
+    """(design, MMEPattern, C) of the gryphon-U model at fixed variances (R^-1 = 0.5, G^-1 = 2)."""
+    from mvreml import api
+    from mvreml.formula import parse_fixed, parse_random, parse_residual
+    from mvreml.mme import MMEPattern
+
+    fixed, kw = model("gryphon-U")
+    fs = parse_fixed(fixed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        design = api.build_design(kw["data"], fs, parse_random(kw["random"], fs.response),
+                                  parse_residual(None, fs.response), relmat=kw["relmat"])
+    pattern = MMEPattern(design)
+    C = pattern.assemble(np.full(len(pattern.pair_a), 0.5), [np.array([[2.0]])])
+    return design, pattern, C
+
+
+def shuffled_pairs(pattern):
+    """C's pairs in both triangles, a random half of them twice, in a random order."""
+    rng = np.random.default_rng(19)
+    rows = np.concatenate([pattern.rows, pattern.cols])
+    cols = np.concatenate([pattern.cols, pattern.rows])
+    twice = rng.random(len(rows)) < 0.5
+    rows, cols = np.concatenate([rows, rows[twice]]), np.concatenate([cols, cols[twice]])
+    order = rng.permutation(len(rows))
+    return rows[order], cols[order]
+
+
+def selected_inverse(rank):
+    """Rank 0: C^-1 at shuffled_pairs from the MUMPS backend, and its request (ptr, rows, the
+    pivot positions); the other ranks serve."""
+    from mvreml.backends import mpi
+    from mvreml.backends.mumps import MumpsBackend
+
+    comm = mpi.world()
+    if rank != 0:
+        mpi.serve(comm)
+        return None
+    _, pattern, C = gryphon_c()
+    with mpi.session(comm):
+        b = MumpsBackend(comm)
+        b.analyze(C)
+        b.factorize(C)
+        b.set_pattern(*shuffled_pairs(pattern))
+        values = b.selected_inverse()
+        ptr, rows = b._pattern
+        out = dict(values=values.tolist(), ptr=ptr.tolist(), rows=rows.tolist(), position=b.core.position.tolist())
+        b.close()
+    return out
+
+
 def record(res):
     return dict(loglik=float(res.loglik), iterations=int(res.iterations), converged=bool(res.converged),
                 varcomp=[float(x) for x in res.varcomp["estimate"]],
@@ -166,6 +220,11 @@ def main(out, cases):
             at_second_factorization(lambda: os.kill(os.getpid(), signal.SIGKILL))
         if case == "hang" and rank == 1:
             at_second_factorization(lambda: time.sleep(600))
+        if case == "selinv":
+            got = selected_inverse(rank)
+            if rank == 0:
+                results[case] = got
+            continue
         try:
             res = fit(case, "mumps")
             if rank == 0:

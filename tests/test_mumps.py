@@ -71,7 +71,7 @@ def mpirun_program(args, timeout=900, cwd=None, **env_vars):
 @pytest.fixture(scope="module")
 def mumps_fits(tmp_path_factory):
     out = tmp_path_factory.mktemp("mumps") / "fits.json"
-    proc = mpirun(out, *EQUAL_CASES, "predict", "notpd")     # notpd spoils the assembly for good
+    proc = mpirun(out, *EQUAL_CASES, "predict", "selinv", "notpd")     # notpd spoils the assembly for good
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc
 
@@ -209,20 +209,7 @@ def test_pair_ranges_cover_every_pair_once(size):
 
 
 def _gryphon_model():
-    from mvreml import api
-    from mvreml.formula import parse_fixed, parse_random, parse_residual
-
-    fixed, kw = mpi_fits.model("gryphon-U")
-    fs = parse_fixed(fixed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        design = api.build_design(kw["data"], fs, parse_random(kw["random"], fs.response),
-                                  parse_residual(None, fs.response), relmat=kw["relmat"])
-    from mvreml.mme import MMEPattern
-
-    pattern = MMEPattern(design)
-    C = pattern.assemble(np.full(len(pattern.pair_a), 0.5), [np.array([[2.0]])])
-    return design, pattern, C
+    return mpi_fits.gryphon_c()
 
 
 def test_cholmod_adapter_names_the_column_of_a_failed_factorization():
@@ -257,6 +244,40 @@ def test_cholmod_adapter_is_the_engines_linear_algebra():
     np.testing.assert_allclose(full @ b.solve(rhs), rhs, atol=1e-9)
     inv = np.linalg.inv(full)
     np.testing.assert_allclose(b.selected_inverse(), inv[pattern.rows, pattern.cols], rtol=1e-9, atol=1e-12)
+
+
+def _check_selected_inverse(got):
+    """MUMPS's C^-1 at pairs given in any order (both triangles, repeats) is CHOLMOD's at the same
+    pairs, in the caller's order; MUMPS was asked for each unordered pair of C once, as the entry
+    whose column is eliminated first."""
+    from mvreml.backends.cholmod import CholmodBackend
+
+    _, pattern, C = _gryphon_model()
+    rows, cols = mpi_fits.shuffled_pairs(pattern)
+    ref = CholmodBackend()
+    ref.analyze(C)
+    ref.set_pattern(rows, cols)
+    ref.factorize(C)
+    np.testing.assert_allclose(got["values"], ref.selected_inverse(), rtol=1e-9, atol=1e-12)
+    ptr, req_rows, position = (np.asarray(got[k]) for k in ("ptr", "rows", "position"))
+    n = C.shape[0]
+    req_cols = np.repeat(np.arange(n), np.diff(ptr))
+    assert np.all(position[req_cols] <= position[req_rows])
+    assert np.any(position[pattern.rows] < position[pattern.cols])      # C gives some pairs the other way
+    requested = np.minimum(req_rows, req_cols) * n + np.maximum(req_rows, req_cols)
+    np.testing.assert_array_equal(np.sort(requested), np.sort(pattern.cols * n + pattern.rows))
+
+
+@needs_mpi
+def test_selected_inverse_on_two_ranks_is_cholmods_at_any_pairs(mumps_fits):
+    _check_selected_inverse(mumps_fits[0]["selinv"])
+
+
+@needs_mpi
+def test_selected_inverse_on_one_process_is_cholmods_at_any_pairs(tmp_path):
+    proc = one_process(tmp_path / "one.json", "selinv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_selected_inverse(json.loads((tmp_path / "one.json").read_text())["selinv"])
 
 
 @needs_mpi

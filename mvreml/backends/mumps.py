@@ -13,7 +13,11 @@ definite (``SYM=1``, no pivoting; the host works too, ``PAR=1``):
   definite);
 - solves with a dense right-hand side on the host (``JOB=3``);
 - entries of C^-1 on the pattern of C (``ICNTL(30)=1``: A^-1 at a sparse right-hand-side
-  pattern given column by column in ``IRHS_PTR`` / ``IRHS_SPARSE``, values in ``RHS_SPARSE``).
+  pattern given column by column in ``IRHS_PTR`` / ``IRHS_SPARSE``, values in ``RHS_SPARSE``),
+  each pair asked once, in the column eliminated first (``SYM_PERM``), 256 columns a block
+  (``ICNTL(27)``). MUMPS computes it by solves along each column's path to the root of the
+  elimination tree: ~200x the arithmetic of CHOLMOD's Takahashi recursion on a pedigree's
+  equations, most of a MUMPS fit (benchmarks/RESULTS.md).
 
 In a fit the ranks assemble C themselves (:mod:`.share`): each its records' W_r'R_r^-1 W_r
 from the rows of the design rank 0 sends it once, rank 0 the G^-1 part; an iterate sends
@@ -42,6 +46,12 @@ _DATA_TAG = 7718        # rank 0's pieces of the design (point to point, once pe
 _WORKSPACE_ERRORS = (-8, -9, -14, -15, -17, -20)
 #: the largest C the MUMPS backend hands to a CHOLMOD factorization to find the failing column
 DIAGNOSE_MAX_EQUATIONS = 200_000
+#: ICNTL(27) of the selected inverse: right-hand sides MUMPS takes per block (its default -32).
+#: Every column's solves cross the top of the elimination tree, whose dense fronts are then
+#: applied to the block at once (BLAS 3); with the oriented request, 256 took 0.76-0.77 of -32's time
+#: on U-M and B-M, 1024 and 4096 longer again (benchmarks/RESULTS.md, "issue 19: MUMPS selected
+#: inverse")
+SELINV_RHS_BLOCK = 256
 
 
 class MumpsCore:
@@ -63,6 +73,8 @@ class MumpsCore:
         self.a_loc = None
         self.n = 0
         self._sel = None
+        self.position = None            # rank 0: each equation's place in the pivot order (0-based)
+        self.rhs_block = SELINV_RHS_BLOCK
 
     # -- helpers
     def _scatter(self, full, dtype):
@@ -132,6 +144,12 @@ class MumpsCore:
         self.ctx.set_distributed_assembled_rows_cols(self.irn_loc, self.jcn_loc)
         self.ctx.set_distributed_assembled_values(self.a_loc)
         status = self._run(1)
+        if comm.rank == 0 and status >= 0:
+            # SYM_PERM(i): the position of equation i in MUMPS's pivot order (1-based, host only);
+            # `- 1` copies it: the array is MUMPS's and is freed with the instance
+            import ctypes
+
+            self.position = np.ctypeslib.as_array((ctypes.c_int * self.n).from_address(self.ctx.id.sym_perm)) - 1
         mine = np.array([self.ctx.get_info(15), self.ctx.get_info(17), len(self.irn_loc)], dtype=np.int64)
         per_rank = comm.gather(mine, root=0)
         if comm.rank != 0:
@@ -210,10 +228,13 @@ class MumpsCore:
             ctx.id.irhs_sparse = idx.__array_interface__["data"][0]
             ctx.id.rhs_sparse = vals.__array_interface__["data"][0]
         ctx.set_icntl(30, 1)
+        block = ctx.get_icntl(27)
+        ctx.set_icntl(27, self.rhs_block)
         try:
             status = self._run(3)
         finally:
             ctx.set_icntl(30, 0)
+            ctx.set_icntl(27, block)
         return (status, self._sel[2]) if self.comm.rank == 0 else None
 
     def close(self):
@@ -398,16 +419,31 @@ class MumpsBackend(Backend):
             self._check(mpi.call(self.comm, self.key, self.core, "solve", X), "solve")
         return X.ravel() if vector else X
 
-    def set_pattern(self, rows, cols):
+    def set_pattern(self, rows, cols, orient: bool = True):
+        """The pairs of C^-1 wanted (original order, either triangle, repeats allowed).
+
+        Each unordered pair is requested from MUMPS once, as the entry whose column is the
+        equation eliminated first (`orient`; False requests each pair as given, once, for the
+        benchmark of the two). MUMPS computes column j of C^-1 at the requested rows by a forward solve
+        with e_j, which runs from j to the root of the elimination tree, then a backward
+        solve down to each requested row: rows that are ancestors of j (eliminated after it;
+        every pair of C's pattern is an ancestor and a descendant) keep both solves on j's
+        path, whereas a row eliminated before j sends the backward solve into j's subtrees.
+        ``selected_inverse`` returns the values in the order of `rows`, `cols`.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
-        n = self.core.n
-        # column by column (MUMPS's sparse right-hand side); remember where each pair went
-        order = np.lexsort((rows, cols))
-        ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n))])
-        self._pattern = (ptr, rows[order])
-        self._perm = np.empty_like(order)
-        self._perm[order] = np.arange(len(order))
+        n = self._live().n
+        if orient and self.core.position is not None:
+            pos = self.core.position
+            swap = pos[rows] < pos[cols]
+            rows, cols = np.where(swap, cols, rows), np.where(swap, rows, cols)
+        # each pair once, column by column (MUMPS's sparse right-hand side); self._perm maps
+        # the requested entries back to the caller's pairs
+        keys, self._perm = np.unique(cols * n + rows, return_inverse=True)
+        ucols, urows = np.divmod(keys, n)
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(ucols, minlength=n))])
+        self._pattern = (ptr, urows)
         self._fresh = True
 
     def selected_inverse(self):
@@ -416,7 +452,7 @@ class MumpsBackend(Backend):
         status, vals = mpi.call(self.comm, self.key, self.core, "selected", pattern)
         self._fresh = False
         self._check(status, "selected inversion (ICNTL(30))")
-        return vals[self._perm].copy()
+        return vals[self._perm]
 
     def close(self):
         if self.core is not None:
