@@ -252,6 +252,10 @@ def test_fa_with_t_minus_1_factors_gives_the_us_loglik_and_us_equals_wide():
                    data=wide)
     assert w.loglik == pytest.approx(us.loglik, abs=1e-6)
     np.testing.assert_allclose(w.covariance("gen").to_numpy(), us.covariance("site:gen").to_numpy(), rtol=1e-4)
+    # the same likelihood, not only the same maximum: the wide model at the long fit's estimates
+    # (parameters in the same order: G's lower triangle, then one residual variance per site)
+    theta = us.varcomp["estimate"].to_numpy()
+    assert w.mixed_model.loglik(theta) == pytest.approx(us.loglik, rel=1e-8, abs=0)
 
 
 def test_product_holds_the_later_scale_at_one():
