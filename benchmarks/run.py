@@ -58,7 +58,9 @@ def _instrument(likelihood) -> dict:
     model = likelihood.REMLModel
     evaluate, factorize = model.evaluate, getattr(model, "_factorize", None)
 
-    log = os.environ.get("MVREML_BENCH_LOG")      # a line per evaluation (long fits: progress)
+    # long fits: MVREML_BENCH_LOG a line per evaluation (progress), MVREML_BENCH_CHECKPOINT the fit's
+    # checkpoint file, MVREML_BENCH_MAXITER its maxiter (a memory check of the first iterations)
+    log = os.environ.get("MVREML_BENCH_LOG")
 
     def timed_evaluate(self, *a, **kw):
         t0 = time.perf_counter()
@@ -154,7 +156,8 @@ def run_problem(size: str, traits: str, outdir: str, check: bool, threads: int |
         t, c = time.perf_counter(), time.process_time()
         res = mvreml.fit(spec["fixed"], random=spec["random"], residual=spec["residual"], data=data,
                          relmat={"ped": rel}, threads=threads,
-                         checkpoint=os.environ.get("MVREML_BENCH_CHECKPOINT") or None)
+                         checkpoint=os.environ.get("MVREML_BENCH_CHECKPOINT") or None,
+                         maxiter=int(os.environ.get("MVREML_BENCH_MAXITER") or 50))
         rec["fit"] = time.perf_counter() - t
         rec["fit_cpu"] = time.process_time() - c     # all threads' CPU: less noisy on a shared machine
     rec["total"] = rec["read"] + rec["pedigree"] + rec["inbreeding"] + rec["ainv"] + rec["fit"]

@@ -17,6 +17,9 @@ the design and the MME maps exist, which ``rss_now`` measures):
 - **selected inverse**: what the engine's selected inverse holds besides the factor: nothing
   when it overwrites the factor (mvreml.chol, the default), one array of the factor's lower
   entries when the model keeps its factor for later solves (the factor formulation of fa);
+- **selected-inverse positions**: where each entry of C lies in the factor (8 bytes a pair,
+  kept), made from C's rows and columns at the first factorization (16 bytes a pair, then
+  freed); each evaluation's C^-1 values on C's pattern take the place of the latter;
 - **working variates**: the N x n_theta working variates and their R^-1 product, and the
   P x n_theta right-hand sides of the average information and their solutions;
 - **fixed-effect covariance**: the result's (X'V^-1X)^-1 when p <= 500, by p sparse solves
@@ -143,6 +146,10 @@ def memory_parts(sizes, nnz_c: int, n_obs: int, n_eq: int, n_theta: int, p: int 
         "C": 2 * 8 * nnz_c,
         "L": factor + 8 * sizes.n,
         "selected inverse": int(selinv_copies * (8 + index_bytes) * lower),
+        # where each entry of C lies in the factor (kept: 8 bytes a pair), made at the first
+        # factorization from C's rows and columns (two int64 temporaries); later, each
+        # evaluation's C^-1 values on the pairs (8 bytes a pair) beside the positions
+        "selected-inverse positions": 24 * nnz_c,
         "working variates": 8 * 2 * (n_obs + n_eq) * n_theta,
         # the result's (X'V^-1X)^-1: read from the selected inverse, or solved in dense blocks
         # of at most _SOLVE_BLOCK entries (likelihood.fixed_vcov)
@@ -316,7 +323,7 @@ def check(plan: Plan) -> None:
         f"this fit needs about {h(plan.extra_bytes)} more memory than the process holds now "
         f"(forecast peak {h(plan.peak_bytes)}: the Cholesky factor of {plan.equations:,} "
         f"equations with {plan.nnz_l:,} entries {h(plan.memory['L'])}, its selected inverse "
-        f"{h(plan.memory['selected inverse'])}, C {h(plan.memory['C'])}, working variates "
+        f"{h(plan.memory['selected inverse'] + plan.memory['selected-inverse positions'])}, C {h(plan.memory['C'])}, working variates "
         f"{h(plan.memory['working variates'])}), but only {h(plan.available_bytes)} is "
         "available (MemAvailable and the cgroup limit); the kernel would kill the fit "
         "part-way. Fit fewer traits or random terms, a smaller model (fewer animals or "

@@ -33,6 +33,7 @@ CHOLMOD_VERSION = _c.VERSION
 _STATE = {_c.EMPTY: "empty", _c.SYMBOLIC: "symbolic", _c.NUMERIC: "numeric", _c.FAILED: "failed",
           _c.CONSUMED: "consumed"}
 _MAX_LISTED = 5
+_POSITION_BLOCK = 1 << 22     # pairs located per kernel call (SupernodalFactor.positions)
 #: flops of one factorization below which the factorization and the selected inverse run their
 #: BLAS on one thread: the supernodes are then small, and a threaded BLAS makes each small call
 #: wait for (and spin) its threads: on a loaded 2-core machine a 100k-equation inverse took 5-20 s
@@ -288,8 +289,17 @@ class SupernodalFactor:
         cols = np.ascontiguousarray(cols, dtype=np.int64)
         out = np.empty(rows.size, dtype=np.int64)
         sup, pi, px, s = self._f.supernodes()
-        _k.pair_positions(sup, pi, px, s, self.pinv[rows], self.pinv[cols], out)
+        # in blocks: the permuted pairs are temporaries of 16 bytes a pair, held to one block
+        for lo in range(0, rows.size, _POSITION_BLOCK):
+            hi = min(lo + _POSITION_BLOCK, rows.size)
+            _k.pair_positions(sup, pi, px, s, self.pinv[rows[lo:hi]], self.pinv[cols[lo:hi]], out[lo:hi])
         return out
+
+
+def _describe(rows, cols, which) -> str:
+    """The first pairs of `which` as text, for an error message."""
+    listed = ", ".join(f"({rows[q]}, {cols[q]})" for q in which[:_MAX_LISTED])
+    return listed + (f" and {which.size - _MAX_LISTED} more" if which.size > _MAX_LISTED else "")
 
 
 class SupernodalInverse:
@@ -317,27 +327,25 @@ class SupernodalInverse:
         if rows.size and not (np.issubdtype(rows.dtype, np.integer) and np.issubdtype(cols.dtype, np.integer)):
             raise ValueError("rows and cols must be integer arrays")
         n = factor.n
-        self._rows, self._cols = rows.astype(np.int64), cols.astype(np.int64)
-        bad = np.flatnonzero((self._rows < 0) | (self._rows >= n) | (self._cols < 0) | (self._cols >= n))
+        # the pairs are only read here: the inverse keeps their positions in the factor alone
+        # (8 bytes a pair; 40.5M pairs of C on T-L), and int64 input is not copied
+        rows, cols = rows.astype(np.int64, copy=False), cols.astype(np.int64, copy=False)
+        bad = np.flatnonzero((rows < 0) | (rows >= n) | (cols < 0) | (cols >= n))
         if bad.size:
-            raise ValueError(f"pairs out of range for a {n} x {n} matrix: {self._describe(bad)}")
+            raise ValueError(f"pairs out of range for a {n} x {n} matrix: {_describe(rows, cols, bad)}")
         self._nsuper = factor._f.supernodes()[0].shape[0] - 1
-        self._pos = factor.positions(self._rows, self._cols)
+        self._pos = factor.positions(rows, cols)
         absent = np.flatnonzero(self._pos < 0)
         if absent.size:
             raise FactorizationError(f"{absent.size} requested pair(s) of C lie outside the pattern of its "
                                      f"Cholesky factor, so the selected inverse does not contain them: "
-                                     f"{self._describe(absent)}")
+                                     f"{_describe(rows, cols, absent)}")
         self._diag_pos = factor._diag[factor.pinv]
         self.n = n
         self.in_place = bool(in_place)
         self._buffer = None
         self._z = None
         self._factor = None
-
-    def _describe(self, which) -> str:
-        listed = ", ".join(f"({self._rows[q]}, {self._cols[q]})" for q in which[:_MAX_LISTED])
-        return listed + (f" and {which.size - _MAX_LISTED} more" if which.size > _MAX_LISTED else "")
 
     @property
     def n_supernodes(self) -> int:
