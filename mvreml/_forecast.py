@@ -332,6 +332,16 @@ def check(plan: Plan) -> None:
         needed=plan.extra_bytes, available=plan.available_bytes, plan=plan)
 
 
+def before_fit(model, threads: int) -> dict:
+    """The check a fit makes before its first numeric work: the symbolic analysis it needs
+    anyway (kept in the model), the forecast, and ResourceError when it is above the memory
+    available (:func:`check`). Returns the forecast as plain numbers (``Result.model["forecast"]``;
+    the column counts are not kept)."""
+    plan = forecast(model, threads, timer=model.timer, timing=False)
+    check(plan)
+    return plan.summary()
+
+
 def check_memory_option(value) -> bool:
     """``check_memory=`` of fit: a bool (ArgumentError otherwise)."""
     from .errors import ArgumentError

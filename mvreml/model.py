@@ -392,19 +392,14 @@ class Model:
         t_start = time.perf_counter() if t_start is None else t_start
         d, model = self.design, self._reml
         asked = init
+        if checked is None:
+            model.timer = Timer()
         forecast = None
         if check_memory and model.backend is None and model.factor is None:
-            from . import _forecast
+            from ._forecast import before_fit
 
-            if checked is None:
-                model.timer = Timer()     # the symbolic analysis is the fit's: timed with it
-            # the symbolic analysis the fit needs anyway, done first: refuse before any numeric work
-            forecast = _forecast.forecast(model, n_threads, timer=model.timer, timing=False)
-            _forecast.check(forecast)
-            forecast = forecast.summary()       # plain numbers: the column counts are not kept
+            forecast = before_fit(model, n_threads)
         if checked is None:
-            if forecast is None:
-                model.timer = Timer()
             ls = self._shared.get("lsq")
             Y = ls.unit_residuals(d) if ls is not None else unit_residuals(d)
             estimable.check_estimable(d, Y)
