@@ -349,8 +349,8 @@ class FactorREMLModel(REMLModel):
         if derivatives:
             self._inner_derivatives(ev, sol, mats, ginv, rstack, Rinv, L)
         else:
-            ev.pending = (self._evaluations,
-                          partial(self._inner_derivatives, ev, sol, mats, ginv, rstack, Rinv, L))
+            ev.pending = (self._evaluations, partial(self._inner_derivatives, sol=sol, mats=mats, ginv=ginv,
+                                                     rstack=rstack, Rinv=Rinv, L=L))
         return ev
 
     def _dense_solution(self, sol, L):

@@ -261,7 +261,10 @@ class REMLModel:
         if derivatives:
             self._derivatives(ev, mats, ginv, rstack, Rinv)
         else:
-            ev.pending = (self._evaluations, partial(self._derivatives, ev, mats, ginv, rstack, Rinv))
+            # (ev is passed at completion, not bound here: no ev -> pending -> ev cycle, which
+            # would keep a rejected candidate's arrays alive until the cyclic collector runs)
+            ev.pending = (self._evaluations, partial(self._derivatives, mats=mats, ginv=ginv, rstack=rstack,
+                                                     Rinv=Rinv))
         return ev
 
     def complete(self, ev: Evaluation) -> Evaluation:
@@ -278,7 +281,7 @@ class REMLModel:
         pending, ev.pending = ev.pending, None
         if (pending is not None and pending[0] == self._evaluations and self.factorized_at(ev.theta)
                 and getattr(self.factor, "solvable", True)):
-            pending[1]()
+            pending[1](ev)
             return ev
         return self.evaluate(ev.theta)
 

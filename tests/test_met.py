@@ -337,10 +337,10 @@ def test_line_search_candidates_by_loglik_alone_give_the_same_fit(monkeypatch, n
 
     monkeypatch.setattr(REMLModel, "_factorize", counted_fact)
     for cls, name in ((REMLModel, "_derivatives"), (fa_sparse.FactorREMLModel, "_inner_derivatives")):
-        def counted(self, *a, _f=getattr(cls, name), _inner=cls is fa_sparse.FactorREMLModel):
+        def counted(self, *a, _f=getattr(cls, name), _inner=cls is fa_sparse.FactorREMLModel, **kw):
             counts["deriv"] += 1
             counts["inner"] += _inner
-            return _f(self, *a)
+            return _f(self, *a, **kw)
         monkeypatch.setattr(cls, name, counted)
 
     def fit():
@@ -365,3 +365,37 @@ def test_line_search_candidates_by_loglik_alone_give_the_same_fit(monkeypatch, n
     # factorization only; the derivatives: the start, each iteration, a release, the polish
     assert n_lazy["deriv"] < n_lazy["fact"]
     assert n_lazy["deriv"] <= lazy.iterations + 3
+
+
+def test_a_candidate_evaluated_without_derivatives_is_freed_at_once():
+    """The pending derivatives of a line-search candidate do not hold the candidate itself (no
+    reference cycle): a rejected candidate's arrays are freed when it is dropped, not when the
+    cyclic collector runs; completing a candidate that is no longer the last one evaluates again."""
+    import gc
+    import weakref
+
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    n, q = 300, 40
+    Z = sp.csr_matrix((np.ones(n), (np.arange(n), rng.integers(0, q, n))), shape=(n, q))
+    y = Z @ rng.standard_normal(q) + rng.standard_normal(n)
+    model = mvreml.Model(y, np.ones((n, 1)), random=[mvreml.Random(Z, mvreml.structures.Idv(1), name="g")])
+    reml = model._reml
+    theta = np.array([0.5, 1.0])
+    gc.disable()
+    try:
+        ev = reml.evaluate(theta, derivatives=False)
+        assert ev.score is None and ev.pending is not None
+        ref = weakref.ref(ev)
+        del ev
+        assert ref() is None
+    finally:
+        gc.enable()
+    first = reml.evaluate(theta, derivatives=False)
+    reml.evaluate(theta * 1.1, derivatives=False)           # the factor now belongs to another point
+    done = reml.complete(first)
+    full = reml.evaluate(theta)
+    np.testing.assert_allclose(done.score, full.score, rtol=1e-12)
+    np.testing.assert_allclose(done.ai, full.ai, rtol=1e-12)
+    assert done.loglik == pytest.approx(full.loglik, rel=1e-14)
