@@ -9,12 +9,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from ..errors import ArgumentError, ModelError
-from .base import Assembly, Backend, NotPositiveDefinite, equation_label, factorize_model
+from .base import AssemblingBackend, Assembly, Backend, NotPositiveDefinite, equation_label, factorize_model
 from .mpi import collective
 
 BACKENDS = ("cholmod", "mumps")
 
-__all__ = ["BACKENDS", "Assembly", "Backend", "NotPositiveDefinite", "check", "collective", "equation_label",
+__all__ = ["BACKENDS", "AssemblingBackend", "Assembly", "Backend", "NotPositiveDefinite", "check", "collective", "equation_label",
            "factorize_model", "make", "reopened"]
 
 

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 log = logging.getLogger("mvreml")
 
-__all__ = ["Assembly", "Backend", "NotPositiveDefinite", "equation_label", "factorize_model"]
+__all__ = ["AssemblingBackend", "Assembly", "Backend", "NotPositiveDefinite", "equation_label", "factorize_model"]
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Backend(abc.ABC):
     """
 
     name = "abstract"
-    #: True: the backend assembles C itself (analyze_model, factorize_assembly)
+    #: True: the backend assembles C itself (an :class:`AssemblingBackend`)
     assembles = False
 
     @abc.abstractmethod
@@ -103,20 +103,27 @@ class Backend(abc.ABC):
     def selected_inverse(self) -> np.ndarray:
         """C^-1 at the pairs of :meth:`set_pattern`, in their order, for the current factor."""
 
-    def analyze_model(self, model) -> None:
-        """The analysis of the model's C (a REMLModel: pattern, design), for ``assembles``."""
-        raise NotImplementedError(f"the {self.name} backend is given C, not the model")
-
-    def factorize_assembly(self, parts: Assembly) -> float:
-        """Numeric factorization of the model's C at `parts`; returns log|C| (as :meth:`factorize`)."""
-        raise NotImplementedError(f"the {self.name} backend is given C, not its parts")
-
     def memory_estimate(self) -> dict | None:
         """What the analysis forecasts for the factorization (MB per rank, ...); None if nothing."""
         return None
 
     def close(self) -> None:
         """Release the factor (and, for a distributed backend, its processes' share)."""
+
+
+class AssemblingBackend(Backend):
+    """A backend that assembles C itself, distributed over its processes (MUMPS, :mod:`.share`):
+    given the model once and, at each iterate, what C is made of instead of C."""
+
+    assembles = True
+
+    @abc.abstractmethod
+    def analyze_model(self, model) -> None:
+        """The analysis of the model's C (a REMLModel: pattern, design)."""
+
+    @abc.abstractmethod
+    def factorize_assembly(self, parts: Assembly) -> float:
+        """Numeric factorization of the model's C at `parts`; returns log|C| (as :meth:`factorize`)."""
 
 
 def equation_label(design, pattern, j: int) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import mpi
-from .base import Backend, NotPositiveDefinite, as_dense_rhs
+from .base import AssemblingBackend, NotPositiveDefinite, as_dense_rhs
 
 log = logging.getLogger("mvreml")
 
@@ -259,7 +259,7 @@ def _infog_count(ctx, i: int) -> int:
     return v if v >= 0 else -v * 1_000_000
 
 
-class MumpsBackend(Backend):
+class MumpsBackend(AssemblingBackend):
     """Rank 0's handle of a MUMPS instance spread over MPI.COMM_WORLD.
 
     Create it on rank 0 inside :func:`mpi.session` (``fit(backend="mumps")`` does) while
@@ -276,7 +276,6 @@ class MumpsBackend(Backend):
     """
 
     name = "mumps"
-    assembles = True
 
     def __init__(self, comm=None, ordering="default"):
         self.ordering = ordering
