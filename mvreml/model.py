@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
-from . import _arrays, estimable, fa_sparse
+from . import _arrays, estimable, fa_result, fa_sparse
 from ._arrays import ArrayInputs, Random, Residual
 from ._solutions import Evaluation, Solution
 from ._fitrun import fix_mask, run, warn_fit
@@ -426,7 +426,7 @@ class Model:
                         error=ArgumentError if self._formula is None else ModelError)
         state = run(model, theta0, scale, mask, maxiter=maxiter, tol=tol, verbose=verbose,
                     constraints=constraints, checkpoint=checkpoint, resume=resume)
-        result = build_result(fa_sparse.result_model(model), state, *self._labels(), timer=model.timer,
+        result = build_result(fa_result.result_model(model), state, *self._labels(), timer=model.timer,
                               seconds=time.perf_counter() - t_start, fixef_vcov=bool(fixef_vcov))
         if forecast is not None:
             result.model["forecast"] = forecast

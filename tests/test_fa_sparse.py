@@ -16,6 +16,7 @@ from test_met import _met_data, _model, _pedigree
 
 import mvreml
 import mvreml.fa_sparse as fs
+from mvreml.fa_result import result_model
 from mvreml.errors import BoundaryWarning, FormulaError
 from mvreml.likelihood import REMLModel
 
@@ -94,7 +95,7 @@ def test_pev_and_fixed_vcov_against_dense_formulas(random):
     relmat = {"ped": _pedigree(df["gen"].nunique(), 4)}
     design, blocks, _, theta = _model(df, "y1 ~ site", random, "~ dsum(~ units | site)", relmat, seed=4)
     theta = _rr_theta(blocks, theta, np.random.default_rng(6))
-    view = fs.result_model(_factor_model(design, blocks))
+    view = result_model(_factor_model(design, blocks))
     view.evaluate(theta)
     mats = [b.structure.matrix(theta[b.slice]) for b in blocks]
     parts = dense_parts(design)
