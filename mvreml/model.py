@@ -33,7 +33,7 @@ from ._timing import Timer
 from .errors import ArgumentError, ModelError, StartingValueError
 from .likelihood import Infeasible, REMLModel
 from .report import build_result
-from .start import check_traits, phenotypic_covariance, starting_values, unit_residuals
+from .start import check_traits, phenotypic_covariance, unit_residuals
 
 if TYPE_CHECKING:
     import os
@@ -268,48 +268,9 @@ class Model:
         return self._start(init, phenotypic_covariance(d, Y), Y)[:2]
 
     def _start(self, init, P, Y=None):
-        d, blocks = self.design, self.blocks
-        terms = {b.name for b in blocks} | {"units"}
-        vector = init is not None and not isinstance(init, Mapping)
-        if vector:
-            try:
-                theta_init = self.theta(init)
-            except ArgumentError as exc:
-                raise StartingValueError(f"init: {exc}", term="init") from None
-            term_init, label_init = {}, {}
-        else:
-            init = dict(init or {})
-            term_init = {k: v for k, v in init.items() if k in terms}
-            label_init = {k: v for k, v in init.items() if k not in terms}
-            unknown = [k for k in label_init if k not in self._names]
-            if unknown:
-                raise StartingValueError(f"init names {unknown}, which are not in the model: neither terms "
-                                         f"({sorted(terms)}) nor parameters ({self._names})", term=unknown[0])
-        theta0, scale = starting_values(d, blocks, term_init, P, Y)
-        w = float(np.median(d.weights)) if self._weighted else 1.0
-        for b in blocks:
-            if b.k is None:
-                estimable.scale_residual(b, theta0, scale, w,
-                                         from_init=b.name in term_init or "units" in term_init)
-        if vector:
-            theta0 = theta_init
-        for k, v in label_init.items():
-            if isinstance(v, str) or not np.isscalar(v) or not np.isfinite(float(v)):
-                raise StartingValueError(f"init for parameter {k!r} must be a finite number, got {v!r}", term=k)
-            theta0[self._names.index(k)] = float(v)
-        for b in blocks:
-            if b.stop > b.start and not b.structure.feasible(theta0[b.slice]):
-                raise StartingValueError(f"starting values of {b.name!r} are outside the parameter space of "
-                                         f"{b.structure} (not positive definite)", term=b.name)
-        given = np.zeros(self.n_params, bool)
-        if vector:
-            given[:] = True
-        for b in blocks:
-            if b.name in term_init or (b.k is None and "units" in term_init):
-                given[b.slice] = True
-        for k in label_init:
-            given[self._names.index(k)] = True
-        return theta0, scale, given
+        from ._model_start import model_start
+
+        return model_start(self, init, P, Y)
 
     def fit(self, init: "Mapping | ArrayLike | str | None" = None, fix: str | Sequence[str] | None = None, *,
             maxiter: int = 50, tol: float = 1e-7, verbose: bool = False,

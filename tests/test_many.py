@@ -192,7 +192,7 @@ def test_init_pairwise_starts_from_the_same_combination(monkeypatch):
     df = _inconsistent()
     fixed = "cbind(T1, T2, T3) ~ trait"
     seen = []
-    from mvreml import model as engine      # mvreml.fit starts through mvreml.Model._fit
+    from mvreml import _model_start as engine   # mvreml.fit starts through Model._fit -> model_start
     real = engine.starting_values
 
     def spy(design, blocks, init, P, *rest):
