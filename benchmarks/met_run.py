@@ -3,8 +3,8 @@
 Fits ``yield ~ site``, ``~ fa(site, 3):vm(gen, ped)``, ``~ dsum(~ units | site)`` to a problem
 of benchmarks.met, with the same instrumentation as the pedigree problems (per-step timer,
 evaluations and factorizations counted). Each evaluation also appends one line to
-``<problem dir>/progress.log`` (seconds, log L when known, factorizations so far, the timer's
-totals) so that a run stopped from outside still leaves its split per step.
+``<problem dir>/progress.log`` (benchmarks.run's line: the time, seconds, log L when known,
+factorizations so far, peak RSS, the timer's totals) so that a run stopped from outside still leaves its split per step.
 
 On S, ``check`` adds (i) log L at the fitted matrices by a dense V = Z (K (x) G) Z' + R
 computation (no MME code), (ii) the same dense log L at the simulated truth, and (iii) how
@@ -12,7 +12,6 @@ close the fitted G = L L' + Psi, Psi, L L' and residual variances are to the tru
 """
 from __future__ import annotations
 
-import json
 import resource
 import time
 import warnings
@@ -21,48 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import machine, met
-from .run import time_completions, timed_relationship
-
-
-def _instrument(likelihood, log: Path, stats: dict):
-    """Wrap REMLModel.evaluate/_factorize (and the factor formulation's evaluate,
-    mvreml.fa_sparse): count, time, and log each evaluation to `log`."""
-    from mvreml import fa_sparse
-
-    model = likelihood.REMLModel
-    factorize = model._factorize
-    t_start = time.perf_counter()
-    for cls in (model, fa_sparse.FactorREMLModel):
-        cls.evaluate = _timed(cls.evaluate, log, stats, t_start)
-
-    def counted_factorize(self, *a, **kw):
-        stats["factorizations"] += 1
-        return factorize(self, *a, **kw)
-
-    model._factorize = counted_factorize
-    time_completions(model, stats)
-
-
-def _timed(evaluate, log: Path, stats: dict, t_start: float):
-    def timed_evaluate(self, *a, **kw):
-        t0 = time.perf_counter()
-        stats["derivatives"] += int(bool(a[1] if len(a) > 1 else kw.get("derivatives", True)))
-        ev = None
-        try:
-            ev = evaluate(self, *a, **kw)
-            return ev
-        finally:
-            stats["evaluations"].append(time.perf_counter() - t0)
-            ll = getattr(ev, "loglik", None)
-            line = {"t": round(time.perf_counter() - t_start, 2), "eval_s": round(stats["evaluations"][-1], 3),
-                    "loglik": None if ll is None else float(ll), "factorizations": stats["factorizations"],
-                    "rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-                    "timer": {k: round(v, 3) for k, v in dict(getattr(self.timer, "seconds", {}) or {}).items()}
-                    if hasattr(self, "timer") else {}}
-            with open(log, "a") as f:
-                f.write(json.dumps(line) + "\n")
-
-    return timed_evaluate
+from .run import _instrument, timed_relationship
 
 
 def run_met(size: str, outdir: str, check: bool, maxiter: int = 50, threads: int | None = None) -> dict:
@@ -81,8 +39,9 @@ def run_met(size: str, outdir: str, check: bool, maxiter: int = 50, threads: int
     rec["read"] = time.perf_counter() - t
     log = d / "progress.log"
     log.write_text("")
-    stats = {"evaluations": [], "factorizations": 0, "derivatives": 0}
-    _instrument(likelihood, log, stats)
+    from mvreml import fa_sparse
+
+    stats = _instrument(likelihood, log=str(log), classes=(fa_sparse.FactorREMLModel,))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")        # founders used as sire and dam; boundary notes
         pedigree, rel = timed_relationship(ped, rec)

@@ -52,45 +52,56 @@ STEPS = ("assemble", "factorize", "solve", "selinv", "score", "ai")
 
 
 # ---------------------------------------------------------------------------- child
-def _instrument(likelihood) -> dict:
-    """Count evaluations and factorizations and time each evaluation (benchmark-only wrappers)."""
+def _instrument(likelihood, log=None, classes=None) -> dict:
+    """Count evaluations, factorizations and computations of the derivatives, and time each
+    evaluation (benchmark-only wrappers) of REMLModel and `classes` (other REMLModels with an
+    evaluate of their own, e.g. mvreml.fa_sparse.FactorREMLModel). With `log` (a path; default
+    the environment's MVREML_BENCH_LOG) a JSON line per evaluation is appended: the time, its
+    seconds, log L, factorizations so far, peak RSS and the timer (progress of a long fit).
+    MVREML_BENCH_CHECKPOINT and MVREML_BENCH_MAXITER (read by run_problem) give a long fit a
+    checkpoint file and a maxiter (a memory check of its first iterations)."""
     stats = {"evaluations": [], "factorizations": 0, "derivatives": 0}
     model = likelihood.REMLModel
-    evaluate, factorize = model.evaluate, getattr(model, "_factorize", None)
+    factorize = getattr(model, "_factorize", None)
+    log = log or os.environ.get("MVREML_BENCH_LOG")
 
-    # long fits: MVREML_BENCH_LOG a line per evaluation (progress), MVREML_BENCH_CHECKPOINT the fit's
-    # checkpoint file, MVREML_BENCH_MAXITER its maxiter (a memory check of the first iterations)
-    log = os.environ.get("MVREML_BENCH_LOG")
+    def timed(evaluate):
+        def timed_evaluate(self, *a, **kw):
+            t0 = time.perf_counter()
+            stats["derivatives"] += int(bool(a[1] if len(a) > 1 else kw.get("derivatives", True)))
+            ev = None
+            try:
+                ev = evaluate(self, *a, **kw)
+                return ev
+            finally:
+                stats["evaluations"].append(time.perf_counter() - t0)
+                if log:
+                    _log_evaluation(log, self, ev, stats)
+        return timed_evaluate
 
-    def timed_evaluate(self, *a, **kw):
-        t0 = time.perf_counter()
-        stats["derivatives"] += int(bool(a[1] if len(a) > 1 else kw.get("derivatives", True)))
-        ev = None
-        try:
-            ev = evaluate(self, *a, **kw)
-            return ev
-        finally:
-            stats["evaluations"].append(time.perf_counter() - t0)
-            if log:
-                import resource
-
-                line = {"utc": dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S"),
-                        "seconds": round(stats["evaluations"][-1], 2), "loglik": getattr(ev, "loglik", None),
-                        "factorizations": stats["factorizations"],
-                        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-                        "timer": {k: round(v, 2) for k, v in getattr(self.timer, "seconds", {}).items()}}
-                with open(log, "a") as f:
-                    f.write(json.dumps(line) + "\n")
+    for cls in (model, *(classes or ())):
+        cls.evaluate = timed(cls.evaluate)
 
     def counted_factorize(self, *a, **kw):
         stats["factorizations"] += 1
         return factorize(self, *a, **kw)
 
-    model.evaluate = timed_evaluate
     if factorize is not None:
         model._factorize = counted_factorize
     time_completions(model, stats)
     return stats
+
+
+def _log_evaluation(log, model, ev, stats: dict) -> None:
+    import resource
+
+    line = {"utc": dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S"),
+            "seconds": round(stats["evaluations"][-1], 3), "loglik": getattr(ev, "loglik", None),
+            "factorizations": stats["factorizations"],
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+            "timer": {k: round(v, 3) for k, v in (getattr(getattr(model, "timer", None), "seconds", None) or {}).items()}}
+    with open(log, "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def time_completions(model, stats: dict) -> None:
