@@ -52,10 +52,9 @@ def _threads_for(flops: float):
     from ._threads import blas_threads, large_work_threads, openmp_within_limit
 
     stack = ExitStack()
-    if flops < THREADED_FLOPS:
-        stack.enter_context(blas_threads(1))
-    elif large_work_threads() is not None:
-        stack.enter_context(blas_threads(large_work_threads()))
+    n = 1 if flops < THREADED_FLOPS else large_work_threads()
+    if n is not None:
+        stack.enter_context(blas_threads(n))
     stack.enter_context(openmp_within_limit())
     return stack
 
